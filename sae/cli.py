@@ -1,0 +1,161 @@
+"""The ``sae`` command: a thin layer over the Python API (each subcommand calls one function)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from sae.errors import SaeError
+
+
+def _add_ingest(sub) -> None:
+    p = sub.add_parser("ingest", help="import embeddings (npy, parquet incl. SAIL format, hdf5, image folder) into a workspace")
+    p.add_argument("source", help=".npy / .parquet / .h5 file, or a folder of images")
+    p.add_argument("workspace", help="workspace folder (the store goes to WORKSPACE/store.zarr)")
+    p.add_argument("--format", choices=["npy", "parquet", "hdf5", "images"], help="default: from the suffix")
+    p.add_argument("--meta", help="metadata table (.csv/.tsv/.parquet) aligned with the rows")
+    p.add_argument("--id-column", help="column holding row ids (default: id, image_id, path, ... if present)")
+    p.add_argument("--embedding-column", default="embedding", help="parquet: vector column (raw bytes or lists)")
+    p.add_argument("--dataset", default="embeddings", help="hdf5: the 2-D dataset")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="embedding dtype in the store")
+    p.add_argument("--append", action="store_true", help="append to the existing store (one atomic transaction)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--drop-nonfinite", action="store_true", help="drop NaN/Inf rows (recorded in provenance) instead of failing")
+    p.add_argument("--encoder", help="name of the model that produced the embeddings (recorded)")
+    p.add_argument("--image-size", type=int, default=224, help="images: EfficientNet-Lite0 input size")
+    p.add_argument("--thumb-size", type=int, default=64, help="images: thumbnail size stored as previews")
+
+
+def cmd_ingest(args) -> int:
+    from sae.store import importers
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    fmt = args.format or importers.guess_format(args.source)
+    opts = importers.IngestOptions(
+        dest=str(ws.store_path), dtype=args.dtype, append=args.append, overwrite=args.overwrite,
+        drop_nonfinite=args.drop_nonfinite, encoder=args.encoder,
+    )
+    t0 = time.perf_counter()
+    if fmt == "npy":
+        store = importers.from_numpy(args.source, opts, meta=args.meta, id_column=args.id_column)
+    elif fmt == "parquet":
+        store = importers.from_parquet(args.source, opts, embedding_column=args.embedding_column, id_column=args.id_column)
+    elif fmt == "hdf5":
+        store = importers.from_hdf5(args.source, opts, dataset=args.dataset, meta=args.meta)
+    else:
+        from sae.encoders import EfficientNetLite0Encoder
+
+        enc = EfficientNetLite0Encoder(image_size=args.image_size)
+        store = importers.from_image_folder(args.source, opts, encoder=enc, thumbnail_size=args.thumb_size, meta=args.meta, id_column=args.id_column)
+    print(f"ingested {args.source} -> {ws.store_path} in {time.perf_counter() - t0:.1f} s")
+    print_info(ws)
+    dropped = store.provenance.get("dropped_nonfinite")
+    if dropped:
+        print(f"dropped {dropped['count']} non-finite rows (recorded in provenance)")
+    return 0
+
+
+def print_info(ws) -> None:
+    """Human-readable summary of a workspace."""
+    import pandas as pd
+
+    info = ws.info()
+    s = info["store"]
+    print(f"workspace  {info['workspace']}")
+    print(f"rows       {s['rows']:,}")
+    print(f"embeddings {s['dim']}-d {s['dtype']} (chunks of {s['chunk_rows']:,} rows), encoder {json.dumps(s['encoder'])}")
+    print(f"previews   {', '.join(s['previews']) or 'none'}")
+    print(f"fingerprint {s['fingerprint']}  schema v{s['schema_version']}")
+    prov = s["provenance"]
+    print(f"provenance dataset={prov.get('dataset', prov.get('source', '?'))} created={prov.get('created', '?')}")
+    if s["columns"]:
+        print("metadata columns:")
+        store = ws.open_store()
+        for name, kind in s["columns"].items():
+            values = pd.Series(store.column(name))
+            if kind in ("str", "bool") and values.nunique() <= 24:
+                counts = values.value_counts()
+                shown = ", ".join(f"{k} {v:,}" for k, v in counts.head(8).items())
+                more = f", ... ({len(counts)} values)" if len(counts) > 8 else ""
+                print(f"  {name:<16} {kind:<5} {shown}{more}")
+            elif kind in ("int", "float"):
+                print(f"  {name:<16} {kind:<5} min {values.min():.4g}, mean {values.mean():.4g}, max {values.max():.4g}")
+            else:
+                print(f"  {name:<16} {kind:<5} {values.nunique():,} distinct values")
+    print(f"SAEs       {len(info['saes'])}" + "".join(f"\n  {json.dumps(r)}" for r in info["saes"]))
+
+
+def cmd_info(args) -> int:
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    if args.json:
+        print(json.dumps(ws.info(), indent=2, default=str))
+    else:
+        print_info(ws)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from sae.demo import run_demo
+
+    run_demo(Path(args.workspace), small=args.small, rebuild=args.rebuild)
+    return 0
+
+
+def cmd_planted(args) -> int:
+    from sae.datasets.planted import PlantedConfig, make_planted
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    cfg = PlantedConfig(n_rows=args.rows, dim=args.dim, n_concepts=args.concepts, dtype=args.dtype, seed=args.seed)
+    t0 = time.perf_counter()
+    _, truth = make_planted(ws.store_path, cfg, overwrite=args.overwrite)
+    truth.save(ws.path / "truth.npz")
+    print(f"planted {cfg.n_rows:,} x {cfg.dim} ({cfg.n_concepts} concepts) in {time.perf_counter() - t0:.1f} s; truth in {ws.path / 'truth.npz'}")
+    print_info(ws)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae", description="sae-workbench: an interpretable concept space over stored embeddings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="build the MNI152 demo workspace and run every stage on it")
+    p.add_argument("--workspace", default="artifacts/demo")
+    p.add_argument("--small", action="store_true", help="a few hundred images (seconds), for tests")
+    p.add_argument("--rebuild", action="store_true", help="ignore the cached demo store")
+    p.set_defaults(func=cmd_demo)
+    _add_ingest(sub)
+    sub.choices["ingest"].set_defaults(func=cmd_ingest)
+    p = sub.add_parser("info", help="summarise a workspace (rows, dims, columns, previews, SAEs)")
+    p.add_argument("workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("planted", help="generate a planted ground-truth workspace")
+    p.add_argument("workspace")
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--concepts", type=int, default=2048)
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_planted)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SaeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -13,6 +13,7 @@ import hashlib
 import html
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -426,12 +427,14 @@ class Store:
         if self._pending_rows == 0:  # first write since the last commit
             self._trim_to_committed()
         self._ensure_layout(batch)
-        for name, values in batch["arrays"].items():
-            arr = self._group[name]
-            arr.resize((stop, *arr.shape[1:]))
-            arr[start:stop] = values
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(_batch_digest, batch["arrays"])  # overlaps with the writes below
+            for name, values in batch["arrays"].items():
+                arr = self._group[name]
+                arr.resize((stop, *arr.shape[1:]))
+                arr[start:stop] = values
+            self._pending_digests.append(digest.result())
         self._pending_rows += batch["n"]
-        self._pending_digests.append(batch["digest"])
         self._pending_drops.extend(batch["dropped"])
         self.existing_ids().update(batch["arrays"][schema.IDS].tolist())
         self._ids_cache = None
@@ -653,10 +656,15 @@ def _validate_batch(store: Store, embeddings, ids, meta, images, texts, drop_non
         arrays[schema.PREVIEW_IMAGES] = _image_array(images)[keep]
     if texts is not None:
         arrays[schema.PREVIEW_TEXT] = _as_text_array(texts)[keep]
+    return {"n": len(ids_arr), "arrays": arrays, "kinds": kinds, "dropped": dropped}
+
+
+def _batch_digest(arrays: dict[str, np.ndarray]) -> bytes:
+    """Hash of one batch's ids and embedding bytes (hashlib releases the GIL on large buffers)."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update("\x00".join(ids_arr.tolist()).encode())
-    digest.update(arrays[schema.EMBEDDINGS].tobytes())
-    return {"n": len(ids_arr), "arrays": arrays, "kinds": kinds, "dropped": dropped, "digest": digest.digest()}
+    digest.update("\x00".join(arrays[schema.IDS].tolist()).encode())
+    digest.update(arrays[schema.EMBEDDINGS].data)
+    return digest.digest()
 
 
 def _check_lengths(n: int, **parts) -> None:

@@ -1,0 +1,97 @@
+"""SAE configuration: one frozen dataclass for every architecture, validated on creation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from sae.errors import SaeError
+
+ARCHS = ("topk", "batchtopk", "matryoshka", "relu")
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Architecture and sizes of a sparse autoencoder (saved as ``config.json`` next to the weights)."""
+
+    d_in: int
+    """Embedding width."""
+    n_latents: int = 4096
+    """Dictionary size."""
+    arch: str = "topk"
+    """``topk``: exactly k per row. ``batchtopk``: k per row on average over a batch while training, a
+    learned threshold (true JumpReLU: values below are zeroed, kept values are never shifted) at
+    inference. ``matryoshka``: nested prefix dictionaries, each group with its own batch-top-k, every
+    prefix trained to reconstruct on its own. ``relu``: ReLU + L1 penalty weighted by decoder norms."""
+    k: int = 32
+    """Active latents per row (topk, batchtopk; matryoshka: the sum of ``level_ks``)."""
+    level_sizes: tuple[int, ...] = ()
+    """Matryoshka group sizes (sum = n_latents). Default: n/16, 3n/16, 12n/16."""
+    level_ks: tuple[int, ...] = ()
+    """Matryoshka active latents per group (sum = k). Default: k/4, k/4, k/2."""
+    l1_coeff: float = 5.0
+    """ReLU SAE: weight of the decoder-norm-weighted L1 penalty (on the FVU scale)."""
+    aux_k: int | None = None
+    """AuxK: dead latents used to model the residual (default d_in // 2); 0 disables AuxK."""
+    aux_coeff: float = 1 / 32
+    normalize_input: bool = True
+    """Scale inputs so their mean norm is sqrt(d_in); the scale is folded into the weights at save."""
+    bdec_init: str = "median"
+    """Decoder bias initialisation from a data sample: ``median`` (geometric), ``mean`` or ``zero``."""
+    row_cap: int = 4
+    """BatchTopK / Matryoshka: a row keeps at most ``row_cap * k`` latents per group while training."""
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise SaeError(f"unknown architecture {self.arch!r}; choose one of {ARCHS}")
+        if self.d_in <= 0 or self.n_latents <= 0:
+            raise SaeError(f"d_in and n_latents must be positive, got {self.d_in}, {self.n_latents}")
+        if self.arch != "relu" and not 0 < self.k < self.n_latents:
+            raise SaeError(f"k must satisfy 0 < k < n_latents ({self.n_latents}), got k={self.k}")
+        if self.bdec_init not in ("median", "mean", "zero"):
+            raise SaeError(f"bdec_init must be median, mean or zero, got {self.bdec_init!r}")
+        if self.arch == "matryoshka":
+            sizes, ks = self.levels()
+            if sum(sizes) != self.n_latents or sum(ks) != self.k or len(sizes) != len(ks):
+                raise SaeError(f"matryoshka level_sizes must sum to n_latents and level_ks to k; got {sizes}, {ks}")
+            if any(kk <= 0 or kk >= s for s, kk in zip(sizes, ks)):
+                raise SaeError(f"each matryoshka level needs 0 < k_i < size_i; got sizes {sizes}, ks {ks}")
+
+    def levels(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Matryoshka group sizes and per-group k (defaults derived from n_latents and k)."""
+        if self.level_sizes:
+            return tuple(self.level_sizes), tuple(self.level_ks)
+        n, k = self.n_latents, self.k
+        sizes = (n // 16, 3 * n // 16, n - n // 16 - 3 * n // 16)
+        k1 = max(1, k // 4)
+        ks = (k1, k1, k - 2 * k1)
+        return sizes, ks
+
+    @property
+    def aux_k_effective(self) -> int:
+        return self.d_in // 2 if self.aux_k is None else int(self.aux_k)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        sizes, ks = self.levels() if self.arch == "matryoshka" else ((), ())
+        d["level_sizes"], d["level_ks"] = list(sizes), list(ks)
+        return {"schema_version": SCHEMA_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SAEConfig":
+        version = int(d.get("schema_version", 1))
+        if version > SCHEMA_VERSION:
+            raise SaeError(f"SAE config has schema_version {version}, newer than this sae-workbench ({SCHEMA_VERSION}); upgrade")
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["level_sizes"] = tuple(kw.get("level_sizes", ()))
+        kw["level_ks"] = tuple(kw.get("level_ks", ()))
+        return cls(**kw)
+
+    def with_(self, **changes) -> "SAEConfig":
+        return replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)

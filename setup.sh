@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up sae-workbench in ./.venv: torch first (the CPU build, 2.13.0, unless a torch is already
+# there), then this package. `./setup.sh --dev` adds the test tools. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  # GPU users: install your own torch build into .venv first; the package only asks for torch>=2.4.
+  .venv/bin/python -m pip install --quiet "torch==${SAE_TORCH_VERSION:-2.13.0}"
+fi
+extras=""
+if [ "${1:-}" = "--dev" ]; then extras="[dev]"; fi
+.venv/bin/python -m pip install --quiet -e ".${extras}"
+echo "sae-workbench is set up in $(pwd)/.venv"

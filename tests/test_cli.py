@@ -1,0 +1,44 @@
+"""The `sae` command end to end: demo (small), ingest, info, planted, and clean errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from sae.cli import main
+
+
+def test_demo_small_and_info(tmp_path, capsys):
+    ws = tmp_path / "demo"
+    assert main(["demo", "--small", "--workspace", str(ws)]) == 0
+    out = capsys.readouterr().out
+    assert "[store]" in out and "MRI slices" in out and "1280-d" in out
+    assert main(["info", str(ws)]) == 0
+    out = capsys.readouterr().out
+    for text in ("rows", "1280-d float32", "previews   images (64, 64)", "artifact", "motion", "quality_fail"):
+        assert text in out
+
+
+def test_ingest_npy_and_errors(tmp_path, capsys):
+    emb = np.random.default_rng(0).standard_normal((30, 5)).astype(np.float32)
+    emb[4] = np.nan
+    np.save(tmp_path / "e.npy", emb)
+    pd.DataFrame({"id": [f"r{i}" for i in range(30)], "site": ["a", "b", "c"] * 10}).to_csv(tmp_path / "m.csv", index=False)
+    args = ["ingest", str(tmp_path / "e.npy"), str(tmp_path / "ws"), "--meta", str(tmp_path / "m.csv")]
+    assert main(args) == 2
+    assert "NaN or Inf" in capsys.readouterr().err and not (tmp_path / "ws" / "store.zarr").exists()
+    assert main(args + ["--drop-nonfinite", "--dtype", "float16"]) == 0
+    out = capsys.readouterr().out
+    assert "rows       29" in out and "dropped 1 non-finite rows" in out and "site" in out
+    assert main(["info", str(tmp_path / "nowhere")]) == 2
+    assert "not a workspace" in capsys.readouterr().err
+
+
+def test_planted_and_console_script(tmp_path):
+    assert main(["planted", str(tmp_path / "p"), "--rows", "500", "--dim", "16", "--concepts", "96"]) == 0
+    assert (tmp_path / "p" / "truth.npz").exists()
+    proc = subprocess.run([sys.executable, "-m", "sae.cli", "info", str(tmp_path / "p"), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0 and '"rows": 500' in proc.stdout

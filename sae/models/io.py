@@ -1,0 +1,64 @@
+"""Save and load an SAE run folder: ``model.safetensors`` (scale folded in) + ``config.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sae.errors import SaeError
+from sae.models.autoencoder import SparseAutoencoder
+from sae.models.config import SAEConfig
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary sibling and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_sae(model: SparseAutoencoder, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write the folded weights and the config (plus ``extra``: training config, store fingerprint...)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    folded = model.folded()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in folded.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.")
+    os.close(fd)
+    save_file(tensors, tmp, metadata={"arch": model.cfg.arch})
+    os.replace(tmp, folder / MODEL_FILE)
+    doc = {**model.cfg.to_dict(), "input_scale": float(model.scale), "scale_folded": True, **(extra or {})}
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(doc, indent=2))
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
+        raise SaeError(f"no SAE at {folder} (missing {CONFIG_FILE}); train one with `sae train`")
+    return json.loads(path.read_text())
+
+
+def load_sae(folder: str | os.PathLike, device: str = "cpu") -> tuple[SparseAutoencoder, dict[str, Any]]:
+    """Load a saved SAE (folded: feeds on raw embeddings) and its config document."""
+    doc = read_config(folder)
+    cfg = SAEConfig.from_dict(doc)
+    model = SparseAutoencoder(cfg, device=device)
+    state = load_file(str(Path(folder) / MODEL_FILE), device=str(device))
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise SaeError(f"{folder}/{MODEL_FILE} lacks tensors {sorted(missing)}")
+    model.load_state_dict(state)
+    model.eval()
+    return model, doc

@@ -1,0 +1,61 @@
+"""Training configuration (a frozen dataclass saved next to the model it produced)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sae.errors import SaeError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How an SAE is trained; together with the SAEConfig and the store it fixes the result."""
+
+    batch_size: int = 4096
+    epochs: float = 10.0
+    """Passes over the training rows (fractions allowed); ``max_samples`` wins when set."""
+    max_samples: int | None = None
+    lr: float | None = None
+    """Adam learning rate; default 2e-4 / sqrt(n_latents / 2**14) (the sparsify / OpenAI scaling)."""
+    warmup_steps: int | None = None
+    """Linear warm-up; default 5% of the steps, at most 1,000."""
+    decay_frac: float = 0.2
+    """The last ``decay_frac`` of the steps decay the learning rate linearly to zero."""
+    grad_clip: float = 1.0
+    seed: int = 0
+    holdout_frac: float = 0.1
+    """The last share of rows is held out for evaluation (whole groups when the store is ordered by group)."""
+    memory_budget_gb: float = 2.0
+    """Training rows are loaded into memory when they fit this budget; otherwise streamed from Zarr."""
+    dead_window: int | None = None
+    """A latent is dead after this many samples without firing; default one epoch of training rows (max 10M)."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0: only at the end)."""
+    log_every: int = 10
+    device: str = "cpu"
+    bf16: bool | None = None
+    """bf16 autocast; default on for CUDA, off on CPU."""
+    threads: int | None = None
+    """torch intra-op threads (default: torch's choice)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise SaeError(f"batch_size must be positive, got {self.batch_size}")
+        if self.epochs <= 0 and not self.max_samples:
+            raise SaeError("epochs must be positive (or set max_samples)")
+        if not 0 <= self.holdout_frac < 1:
+            raise SaeError(f"holdout_frac must be in [0, 1), got {self.holdout_frac}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def resolved_lr(self, n_latents: int) -> float:
+        return float(self.lr) if self.lr is not None else 2e-4 / (n_latents / 2**14) ** 0.5
+
+    def use_bf16(self) -> bool:
+        return self.device.startswith("cuda") if self.bf16 is None else bool(self.bf16)

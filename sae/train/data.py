@@ -1,0 +1,89 @@
+"""Training data: a store's training rows as seeded, per-epoch shuffled batches.
+
+Small data is loaded once into memory (a fast path that also makes epochs cheap); larger data is
+streamed from Zarr chunk by chunk. Both give the same contract: epoch ``e`` of seed ``s`` is a fixed
+sequence of batches, so a resumed run can skip exactly the batches it already consumed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from sae.errors import NonFiniteError, SaeError
+from sae.store import Store
+
+
+@dataclass
+class Split:
+    """Training and held-out row ranges (contiguous: the held-out rows are the tail)."""
+
+    train: slice
+    holdout: slice
+
+    @classmethod
+    def of(cls, n_rows: int, holdout_frac: float) -> "Split":
+        n_hold = int(round(n_rows * holdout_frac))
+        if n_rows - n_hold <= 0:
+            raise SaeError(f"no training rows left: {n_rows} rows with holdout_frac={holdout_frac}")
+        return cls(slice(0, n_rows - n_hold), slice(n_rows - n_hold, n_rows))
+
+
+class TrainingData:
+    """Batches of one store's training rows (float32 torch tensors, not yet scaled)."""
+
+    def __init__(self, source: Store | np.ndarray, rows: slice, batch_size: int, seed: int, memory_budget_gb: float):
+        self.source = source
+        self.rows = rows
+        self.batch_size = batch_size
+        self.seed = seed
+        self.n_rows = rows.stop - rows.start
+        dim = source.dim if isinstance(source, Store) else source.shape[1]
+        self.in_memory = isinstance(source, np.ndarray) or self.n_rows * dim * 4 <= memory_budget_gb * 2**30
+        self._x: torch.Tensor | None = None
+        if self.in_memory:
+            x = source.read_embeddings(rows) if isinstance(source, Store) else np.asarray(source[rows], dtype=np.float32)
+            self._x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.n_rows / self.batch_size)
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """Up to ``n`` training rows chosen at random (for scaling and bias initialisation)."""
+        rng = np.random.default_rng(seed)
+        take = np.sort(rng.choice(self.n_rows, size=min(n, self.n_rows), replace=False))
+        if self._x is not None:
+            return self._x[torch.from_numpy(take)].numpy()
+        return self.source.read_embeddings(take + self.rows.start)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[torch.Tensor]:
+        """Batches of ``epoch`` (seeded), starting after ``skip`` batches."""
+        if self._x is not None:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            perm = torch.randperm(self.n_rows, generator=gen)
+            for b in range(skip, self.batches_per_epoch):
+                yield self._x[perm[b * self.batch_size : (b + 1) * self.batch_size]]
+            return
+        stream = self.source.iter_batches(self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, rows=self.rows, shuffle_window=8)
+        for b, batch in enumerate(stream):
+            if b >= skip:
+                yield torch.from_numpy(batch)
+
+
+def check_finite(store: Store, rows: slice, batch: int = 65536) -> None:
+    """Refuse to train on non-finite rows (they would poison every weight); names the first ids."""
+    bad: list[int] = []
+    for r, x in store.iter_batches(batch, rows=rows, with_rows=True):
+        ok = np.isfinite(x).all(axis=1)
+        if not ok.all():
+            bad.extend(r[~ok][: 10 - len(bad)].tolist())
+            if len(bad) >= 10:
+                break
+    if bad:
+        ids = store.ids()[bad].tolist()
+        raise NonFiniteError(f"the store has rows with NaN/Inf embeddings (first ids: {ids}); re-ingest with --drop-nonfinite")

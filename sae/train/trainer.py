@@ -1,0 +1,231 @@
+"""The training loop: Adam with warm-up and decay, clipping, dead-latent tracking, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sae.errors import DimensionMismatchError, SaeError
+from sae.models import SAEConfig, SparseAutoencoder
+from sae.models.io import atomic_write_text, save_sae
+from sae.store import Store
+from sae.train.config import TrainConfig
+from sae.train.data import Split, TrainingData, check_finite
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def geometric_median(x: np.ndarray, iters: int = 50, tol: float = 1e-6) -> np.ndarray:
+    """Weiszfeld's algorithm: the point minimising the sum of distances to the rows of ``x``."""
+    y = x.mean(axis=0)
+    for _ in range(iters):
+        dist = np.linalg.norm(x - y, axis=1).clip(min=1e-8)
+        w = 1.0 / dist
+        y_new = (w[:, None] * x).sum(0) / w.sum()
+        if np.linalg.norm(y_new - y) < tol * max(1.0, np.linalg.norm(y)):
+            return y_new
+        y = y_new
+    return y
+
+
+def init_from_data(model: SparseAutoencoder, sample: np.ndarray) -> None:
+    """Input scale (mean norm -> sqrt(d)) and decoder bias (geometric median / mean of the scaled sample)."""
+    cfg = model.cfg
+    mean_norm = float(np.linalg.norm(sample, axis=1).mean())
+    scale = math.sqrt(cfg.d_in) / mean_norm if cfg.normalize_input and mean_norm > 0 else 1.0
+    scaled = sample.astype(np.float64) * scale
+    if cfg.bdec_init == "median":
+        b = geometric_median(scaled)
+    elif cfg.bdec_init == "mean":
+        b = scaled.mean(0)
+    else:
+        b = np.zeros(cfg.d_in)
+    with torch.no_grad():
+        model.scale.fill_(scale)
+        model.b_dec.copy_(torch.as_tensor(b, dtype=torch.float32))
+
+
+@dataclass
+class TrainState:
+    """Everything that must survive a checkpoint for an exact resume."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    samples: int = 0
+    last_fired: torch.Tensor | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train one SAE on a store (or an in-memory array) and write the run folder."""
+
+    def __init__(self, sae_cfg: SAEConfig, train_cfg: TrainConfig | None = None, *, run_dir: str | os.PathLike | None = None, progress: bool = True):
+        self.sae_cfg = sae_cfg
+        self.cfg = train_cfg or TrainConfig()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+
+    # ------------------------------------------------------------------ setup
+    def _prepare(self, source: Store | np.ndarray) -> tuple[TrainingData, Split, str | None]:
+        if isinstance(source, Store):
+            if source.dim != self.sae_cfg.d_in:
+                raise DimensionMismatchError(f"the store has {source.dim}-d embeddings but the SAE expects d_in={self.sae_cfg.d_in}")
+            split = Split.of(source.n_rows, self.cfg.holdout_frac)
+            check_finite(source, slice(0, source.n_rows))
+            fingerprint = source.fingerprint
+        else:
+            source = np.asarray(source, dtype=np.float32)
+            if source.ndim != 2 or source.shape[1] != self.sae_cfg.d_in:
+                raise DimensionMismatchError(f"expected an (N, {self.sae_cfg.d_in}) array, got shape {source.shape}")
+            if not np.isfinite(source).all():
+                raise SaeError("training data contains NaN or Inf")
+            split = Split.of(len(source), self.cfg.holdout_frac)
+            fingerprint = None
+        data = TrainingData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.memory_budget_gb)
+        return data, split, fingerprint
+
+    def total_steps(self, data: TrainingData) -> int:
+        samples = self.cfg.max_samples or int(self.cfg.epochs * data.n_rows)
+        return max(1, math.ceil(samples / self.cfg.batch_size))
+
+    def _schedule(self, total: int):
+        warm = self.cfg.warmup_steps if self.cfg.warmup_steps is not None else min(1000, max(1, total // 20))
+        decay_start = int(total * (1 - self.cfg.decay_frac))
+
+        def factor(step: int) -> float:
+            f = min(1.0, (step + 1) / max(1, warm))
+            if step >= decay_start and total > decay_start:
+                f *= max(0.0, (total - step) / (total - decay_start))
+            return f
+
+        return factor
+
+    def _identity(self, fingerprint: str | None) -> dict[str, Any]:
+        return {"sae": self.sae_cfg.to_dict(), "train": self.cfg.to_dict(), "store_fingerprint": fingerprint}
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, source: Store | np.ndarray, *, resume: bool = False, stop_after: int | None = None) -> SparseAutoencoder:
+        """Train; with ``resume`` continue from the run folder's checkpoint (same config required).
+
+        ``stop_after`` ends the loop after that many steps (with a checkpoint), as an interruption would.
+        """
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        data, split, fingerprint = self._prepare(source)
+        self.split = split
+        device = torch.device(self.cfg.device)
+        model = SparseAutoencoder(self.sae_cfg, seed=self.cfg.seed, device=device)
+        opt = torch.optim.Adam(model.parameters(), lr=self.cfg.resolved_lr(self.sae_cfg.n_latents), betas=(0.9, 0.999), **_fused(device))
+        total = self.total_steps(data)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(total))
+        state = TrainState(last_fired=torch.zeros(self.sae_cfg.n_latents, dtype=torch.int64, device=device))
+        identity = self._identity(fingerprint)
+        if resume:
+            self._load_checkpoint(model, opt, sched, state, identity)
+        else:
+            init_from_data(model, data.sample(16384, self.cfg.seed))
+        dead_window = self.cfg.dead_window or min(data.n_rows, 10_000_000)
+        self._loop(model, opt, sched, state, data, total, dead_window, stop_after, identity)
+        self.model_, self.state_ = model, state
+        if self.run_dir is not None and state.step >= total:
+            self._save_run(model, state, identity, total, data)
+        return model
+
+    def _loop(self, model, opt, sched, state, data, total, dead_window, stop_after, identity) -> None:
+        bf16 = self.cfg.use_bf16()
+        start_step = state.step
+        bar = tqdm(total=total, initial=state.step, desc=f"train {self.sae_cfg.arch} n={self.sae_cfg.n_latents} k={self.sae_cfg.k}", disable=not self.progress, unit="step")
+        t0, window_start = time.perf_counter(), state.samples
+        while state.step < total:
+            for x in data.epoch(state.epoch, skip=state.batch_in_epoch):
+                x = x.to(model.W_enc.device, non_blocking=True) * model.scale
+                dead = (state.samples - state.last_fired) > dead_window
+                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    out = model.forward_train(x, dead)
+                out.loss.backward()
+                model.project_decoder_grad()
+                if self.cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+                model.normalize_decoder()
+                state.samples += x.shape[0]
+                state.last_fired[out.fired] = state.samples
+                state.step += 1
+                state.batch_in_epoch += 1
+                if state.step % self.cfg.log_every == 0 or state.step == total:
+                    rate = (state.samples - window_start) / max(1e-9, time.perf_counter() - t0)
+                    entry = {"step": state.step, "samples": state.samples, "fvu": float(out.fvu), "l0": out.l0,
+                             "dead_frac": float(dead.float().mean()), "aux_loss": float(out.aux_loss), "lr": sched.get_last_lr()[0], "samples_per_s": rate}
+                    state.log.append(entry)
+                    bar.set_postfix(fvu=f"{entry['fvu']:.3f}", l0=f"{entry['l0']:.1f}", dead=f"{entry['dead_frac']:.1%}")
+                bar.update(1)
+                done = state.step >= total or (stop_after is not None and state.step - start_step >= stop_after)
+                if self.run_dir is not None and (done or (self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0)):
+                    self._save_checkpoint(model, opt, sched, state, identity)
+                if done:
+                    bar.close()
+                    return
+            state.epoch += 1
+            state.batch_in_epoch = 0
+        bar.close()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, opt, sched, state: TrainState, identity) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"identity": identity, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": state.__dict__}
+        tmp = self.run_dir / f".{CHECKPOINT}.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, self.run_dir / CHECKPOINT)
+
+    def _load_checkpoint(self, model, opt, sched, state: TrainState, identity) -> None:
+        path = (self.run_dir or Path(".")) / CHECKPOINT
+        if self.run_dir is None or not path.exists():
+            raise SaeError(f"nothing to resume: no {CHECKPOINT} in {self.run_dir}")
+        payload = torch.load(path, map_location=model.W_enc.device, weights_only=False)
+        if payload["identity"] != identity:
+            diff = _diff(payload["identity"], identity)
+            raise SaeError(f"cannot resume {self.run_dir}: the checkpoint was made with a different configuration ({diff})")
+        model.load_state_dict(payload["model"])
+        opt.load_state_dict(payload["opt"])
+        sched.load_state_dict(payload["sched"])
+        state.__dict__.update(payload["state"])
+
+    def _save_run(self, model, state: TrainState, identity, total: int, data: TrainingData) -> None:
+        extra = {"train": identity["train"], "store_fingerprint": identity["store_fingerprint"],
+                 "split": {"train_rows": [self.split.train.start, self.split.train.stop], "holdout_rows": [self.split.holdout.start, self.split.holdout.stop]},
+                 "steps": total, "in_memory": data.in_memory}
+        save_sae(model, self.run_dir, extra)
+        last = state.log[-1] if state.log else {}
+        summary = {"train": {"steps": state.step, "samples": state.samples, "final_fvu": last.get("fvu"), "final_l0": last.get("l0"),
+                             "dead_frac": last.get("dead_frac"), "samples_per_s": last.get("samples_per_s")},
+                   "log": state.log}
+        atomic_write_text(self.run_dir / "train_log.json", json.dumps(summary, indent=1))
+
+
+def _fused(device: torch.device) -> dict[str, bool]:
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            sub = _diff(va, vb, f"{prefix}{key}.")
+            if sub:
+                out.append(sub)
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return "; ".join(out[:5])

@@ -122,6 +122,99 @@ def cmd_planted(args) -> int:
     return 0
 
 
+def _add_sae_args(p) -> None:
+    p.add_argument("workspace")
+    p.add_argument("--arch", choices=["topk", "batchtopk", "matryoshka", "relu"], default="topk")
+    p.add_argument("--n", type=int, default=4096, help="dictionary size (number of latents)")
+    p.add_argument("--k", type=int, default=32, help="active latents per row")
+    p.add_argument("--epochs", type=float, default=10.0)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(n / 2^14)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--l1", type=float, default=5.0, help="relu: L1 coefficient")
+    p.add_argument("--aux-k", type=int, default=None, help="AuxK latents (default d/2; 0 disables)")
+    p.add_argument("--holdout", type=float, default=0.1, help="share of rows (the tail) held out for evaluation")
+    p.add_argument("--memory-budget-gb", type=float, default=2.0, help="train in memory below this size, else stream from Zarr")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint-every", type=int, default=0)
+
+
+def _configs(args, n: int | None = None, k: int | None = None):
+    from sae.models import SAEConfig
+    from sae.train import TrainConfig
+    from sae.workspace import Workspace
+
+    store = Workspace(args.workspace).open_store()
+    sae_cfg = SAEConfig(d_in=store.dim, n_latents=n or args.n, k=k or args.k, arch=args.arch, l1_coeff=args.l1, aux_k=args.aux_k)
+    train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed, holdout_frac=args.holdout,
+                            memory_budget_gb=args.memory_budget_gb, device=args.device, checkpoint_every=args.checkpoint_every)
+    return sae_cfg, train_cfg
+
+
+def cmd_train(args) -> int:
+    from sae.runs import train_run
+    from sae.workspace import Workspace
+
+    sae_cfg, train_cfg = _configs(args)
+    run = train_run(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume)
+    print_metrics(run)
+    return 0
+
+
+def print_metrics(run) -> None:
+    m = run.metrics()
+    rec, sp_ = m.get("reconstruction", {}), m.get("sparsity", {})
+    print(f"SAE {run.name}: held-out R2 {rec.get('r2', float('nan')):.4f} (FVU {rec.get('fvu', float('nan')):.4f}), "
+          f"L0 {rec.get('l0', float('nan')):.1f}, dead {sp_.get('dead_frac', float('nan')):.1%}, dense {sp_.get('dense_frac', float('nan')):.1%}")
+    for p in m.get("probes", []):
+        if p["probe"] in ("dense", "sae_top10"):
+            print(f"  probe {p['target']:<14} {p['probe']:<10} balanced acc {p['balanced_accuracy']:.3f} ({p['ratio_to_dense']:.0%} of dense)")
+    if "fingerprint_fidelity@10" in m:
+        print(f"  fingerprint retrieval fidelity@10 {m['fingerprint_fidelity@10']:.3f}")
+    if m.get("monosemanticity"):
+        print(f"  monosemanticity (mean over features) {m['monosemanticity']['mean']:.3f}")
+    if "ground_truth_recovery" in m:
+        print(f"  ground-truth recovery (mean max cosine) {m['ground_truth_recovery']:.3f}")
+    print(f"  run folder {run.path}")
+
+
+def cmd_sweep(args) -> int:
+    from sae.sweep import sweep
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    grid = [(n, k) for n in args.ns for k in args.ks]
+    df = sweep(ws, [_configs(args, n, k) for n, k in grid])
+    print(df.to_string(index=False))
+    return 0
+
+
+def cmd_encode(args) -> int:
+    from sae.codes import encode_store
+    from sae.runs import CODES, SAERun
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    run = SAERun.find(ws, args.run)
+    store = ws.open_store()
+    run.check_store(store)
+    codes = encode_store(store, run.model, run.path / CODES, sae_id=run.name)
+    print(f"encoded {codes.n_rows:,} rows into {codes.path} (mean L0 {codes.nnz / max(1, codes.n_rows):.1f})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from sae.runs import SAERun, evaluate_run
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    run = SAERun.find(ws, args.run)
+    df = evaluate_run(ws, run, targets=args.targets)
+    print(df.to_string(index=False))
+    print_metrics(run)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae", description="sae-workbench: an interpretable concept space over stored embeddings")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("train", help="train an SAE on a workspace, encode the store and evaluate")
+    _add_sae_args(p)
+    p.add_argument("--name", help="run folder name under saes/ (default ARCH-nN-kK-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (same configuration)")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sweep", help="train a grid of dictionary sizes x k; prints the results and writes the Pareto figure")
+    _add_sae_args(p)
+    p.add_argument("--ns", type=int, nargs="+", default=[1024, 4096])
+    p.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32, 64])
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("encode", help="(re-)encode the store with a trained SAE into codes.zarr")
+    p.add_argument("workspace")
+    p.add_argument("--run", help="SAE run name (default: the latest)")
+    p.set_defaults(func=cmd_encode)
+    p = sub.add_parser("evaluate", help="compute every metric of an SAE run, write metrics.json and print them")
+    p.add_argument("workspace")
+    p.add_argument("--run", help="SAE run name (default: the latest)")
+    p.add_argument("--targets", nargs="+", help="metadata columns for probes and monosemanticity (default: categorical ones)")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("planted", help="generate a planted ground-truth workspace")
     p.add_argument("workspace")
     p.add_argument("--rows", type=int, default=100_000)

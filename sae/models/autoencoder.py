@@ -170,18 +170,20 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor, max_active: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sparse codes of raw inputs as (values, indices), B x m, zero-padded where inactive.
 
-        TopK: exactly k. BatchTopK / Matryoshka: JumpReLU with the learned thresholds (kept values are
-        not shifted), at most ``max_active`` per row (default ``row_cap * k``). ReLU: positive
-        pre-activations, at most ``max_active`` (default 4k).
+        TopK: exactly k. BatchTopK / Matryoshka: JumpReLU with the learned thresholds (a value is kept
+        only above its threshold and never shifted). ReLU: every positive pre-activation. Rows are
+        padded to the batch's largest L0, or cut to ``max_active`` when given.
         """
         pre = self.pre_acts(x)
         cfg = self.cfg
         if cfg.arch == "topk":
             vals, idx = pre.topk(cfg.k, dim=1)
             return vals.clamp_min(0), idx
-        m = min(cfg.n_latents, max_active or cfg.row_cap * cfg.k)
         gate = pre > self.threshold if cfg.arch != "relu" else pre > 0
-        vals, idx = torch.where(gate, pre, torch.zeros_like(pre)).topk(m, dim=1)
+        m = max(1, int(gate.sum(1).max())) if len(pre) else 1
+        if max_active:
+            m = min(m, int(max_active))
+        vals, idx = torch.where(gate, pre, torch.zeros_like(pre)).topk(min(m, cfg.n_latents), dim=1)
         return vals, idx
 
     @torch.no_grad()

@@ -56,14 +56,14 @@ class SparseEncode(torch.autograd.Function):
     def forward(ctx, x, w_enc, b_enc, main, aux=None, dead_mask=None):  # noqa: D401
         pre = torch.addmm(b_enc, x, w_enc.t())
         idx, keep = main(pre)
-        vals = pre.gather(1, idx).float().clamp_min_(0)  # float32 even under bf16 autocast
+        vals = pre.gather(1, idx).to(x.dtype).clamp_min_(0)  # input precision even under bf16 autocast
         if keep is not None:
             vals = vals * keep
         aux_idx = aux_vals = None
         if aux is not None and dead_mask is not None and bool(dead_mask.any()):
             pre.masked_fill_(~dead_mask, float("-inf"))
             aux_idx, _ = aux(pre)
-            aux_vals = pre.gather(1, aux_idx).float().clamp_min_(0).nan_to_num_(neginf=0.0)
+            aux_vals = pre.gather(1, aux_idx).to(x.dtype).clamp_min_(0).nan_to_num_(neginf=0.0)
         ctx.save_for_backward(x, idx, vals, aux_idx if aux_idx is not None else idx[:, :0], aux_vals if aux_vals is not None else vals[:, :0])
         ctx.n_latents = w_enc.shape[0]
         ctx.mark_non_differentiable(idx)
@@ -106,7 +106,36 @@ def sparse_outer(g: torch.Tensor, cols: torch.Tensor, x: torch.Tensor, n: int) -
     return grad_w, grad_b
 
 
+class SparseDecode(torch.autograd.Function):
+    """``sum_j vals[:, j] * W_dec[idx[:, j]]`` with a sparse backward for ``W_dec``.
+
+    ``embedding_bag``'s own backward zero-fills and scatters a dense n x d gradient row by row; the
+    CSR product here is several times faster on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, vals, idx, w_dec):
+        ctx.save_for_backward(vals, idx, w_dec)
+        return F.embedding_bag(idx, w_dec, per_sample_weights=vals, mode="sum")
+
+    @staticmethod
+    def backward(ctx, g_out):
+        vals, idx, w_dec = ctx.saved_tensors
+        g_vals = g_w = None
+        if ctx.needs_input_grad[0]:  # the native per-sample-weights backward is the fast part of embedding_bag
+            with torch.enable_grad():
+                v = vals.detach().requires_grad_()
+                out = F.embedding_bag(idx, w_dec.detach(), per_sample_weights=v, mode="sum")
+                (g_vals,) = torch.autograd.grad(out, v, g_out)
+        if ctx.needs_input_grad[2]:
+            g_w, _ = sparse_outer(vals, idx, g_out.contiguous(), w_dec.shape[0])
+        return g_vals, None, g_w
+
+
 def decode(vals: torch.Tensor, idx: torch.Tensor, w_dec: torch.Tensor, b_dec: torch.Tensor | None) -> torch.Tensor:
     """``sum_j vals[:, j] * W_dec[idx[:, j]] (+ b_dec)`` without materialising the dense code."""
-    out = F.embedding_bag(idx, w_dec, per_sample_weights=vals, mode="sum")
+    if w_dec.device.type == "cpu" and (vals.requires_grad or w_dec.requires_grad):
+        out = SparseDecode.apply(vals, idx, w_dec)
+    else:
+        out = F.embedding_bag(idx, w_dec, per_sample_weights=vals, mode="sum")
     return out + b_dec if b_dec is not None else out

@@ -136,7 +136,7 @@ class Trainer:
             init_from_data(model, data.sample(16384, self.cfg.seed))
         dead_window = self.cfg.dead_window or min(data.n_rows, 10_000_000)
         self._loop(model, opt, sched, state, data, total, dead_window, stop_after, identity)
-        self.model_, self.state_ = model, state
+        self.model_, self.state_, self.in_memory_ = model, state, data.in_memory
         if self.run_dir is not None and state.step >= total:
             self._save_run(model, state, identity, total, data)
         return model

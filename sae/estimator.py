@@ -1,0 +1,87 @@
+"""scikit-learn style front end: ``SAE(...).fit(X).transform(X)`` returns sparse codes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from sae.errors import SaeError
+from sae.models import SAEConfig, SparseAutoencoder
+from sae.models.io import load_sae, save_sae
+from sae.store import Store
+from sae.train import TrainConfig, Trainer
+
+
+class SAE:
+    """A sparse autoencoder estimator; parameters in ``__init__``, learned state ends in ``_``.
+
+    ``X`` is an (N, d) array or a :class:`~sae.store.Store` (streamed when larger than the memory
+    budget). ``transform`` returns SciPy CSR codes (N x n_latents), ``inverse_transform`` maps codes
+    back to embeddings.
+    """
+
+    def __init__(self, arch: str = "topk", n_latents: int = 4096, k: int = 32, *, batch_size: int = 4096,
+                 epochs: float = 10.0, lr: float | None = None, seed: int = 0, device: str = "cpu",
+                 holdout_frac: float = 0.0, progress: bool = True, **sae_options: Any):
+        self.arch, self.n_latents, self.k = arch, n_latents, k
+        self.batch_size, self.epochs, self.lr, self.seed, self.device = batch_size, epochs, lr, seed, device
+        self.holdout_frac, self.progress, self.sae_options = holdout_frac, progress, sae_options
+
+    def _configs(self, d_in: int) -> tuple[SAEConfig, TrainConfig]:
+        sae_cfg = SAEConfig(d_in=d_in, n_latents=self.n_latents, k=self.k, arch=self.arch, **self.sae_options)
+        train_cfg = TrainConfig(batch_size=self.batch_size, epochs=self.epochs, lr=self.lr, seed=self.seed,
+                                device=self.device, holdout_frac=self.holdout_frac)
+        return sae_cfg, train_cfg
+
+    def fit(self, X, y=None) -> "SAE":
+        d_in = X.dim if isinstance(X, Store) else np.asarray(X).shape[1]
+        sae_cfg, train_cfg = self._configs(d_in)
+        trainer = Trainer(sae_cfg, train_cfg, progress=self.progress)
+        self.model_ = trainer.fit(X)
+        self.cfg_, self.train_cfg_ = sae_cfg, train_cfg
+        self.history_ = trainer.state_.log
+        return self
+
+    def _require_fitted(self) -> SparseAutoencoder:
+        if not hasattr(self, "model_"):
+            raise SaeError("this SAE is not fitted yet; call fit() or SAE.load()")
+        return self.model_
+
+    def transform(self, X, batch_size: int = 8192) -> sp.csr_matrix:
+        model = self._require_fitted()
+        parts = []
+        batches = X.iter_batches(batch_size) if isinstance(X, Store) else (np.asarray(X[i : i + batch_size], np.float32) for i in range(0, len(X), batch_size))
+        for x in batches:
+            vals, idx = model.encode(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(model.W_enc.device))
+            parts.append(model.to_csr(vals, idx))
+        return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, model.cfg.n_latents))
+
+    def fit_transform(self, X, y=None) -> sp.csr_matrix:
+        return self.fit(X).transform(X)
+
+    def inverse_transform(self, codes) -> np.ndarray:
+        model = self._require_fitted()
+        codes = sp.csr_matrix(codes)
+        if codes.shape[1] != model.cfg.n_latents:
+            raise SaeError(f"codes have {codes.shape[1]} columns, the SAE has {model.cfg.n_latents} latents")
+        dense = torch.from_numpy(codes.toarray().astype(np.float32)).to(model.W_dec.device)
+        return ((dense @ model.W_dec + model.b_dec) / model.scale).detach().cpu().numpy()
+
+    def save(self, folder: str | os.PathLike) -> None:
+        save_sae(self._require_fitted(), folder, {"train": self.train_cfg_.to_dict()})
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, device: str = "cpu") -> "SAE":
+        model, doc = load_sae(folder, device=device)
+        est = cls(arch=model.cfg.arch, n_latents=model.cfg.n_latents, k=model.cfg.k, device=device)
+        est.model_, est.cfg_ = model, model.cfg
+        est.train_cfg_ = TrainConfig.from_dict(doc.get("train", {}))
+        return est
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if hasattr(self, "model_") else "not fitted"
+        return f"SAE(arch={self.arch!r}, n_latents={self.n_latents}, k={self.k}; {fitted})"

@@ -1,0 +1,42 @@
+"""Sweeps over dictionary size x k: one run per setting, a results table and an FVU-vs-L0 Pareto figure."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from sae.models import SAEConfig
+from sae.runs import train_run
+from sae.train import TrainConfig
+from sae.workspace import SAES_DIR, Workspace
+
+
+def pareto_front(df: pd.DataFrame, x: str = "l0", y: str = "fvu") -> pd.Series:
+    """True for rows no other row beats on both ``x`` and ``y`` (lower is better for both)."""
+    flags = []
+    for _, row in df.iterrows():
+        dominated = ((df[x] <= row[x]) & (df[y] <= row[y]) & ((df[x] < row[x]) | (df[y] < row[y]))).any()
+        flags.append(not dominated)
+    return pd.Series(flags, index=df.index)
+
+
+def sweep(ws: Workspace, configs: Sequence[tuple[SAEConfig, TrainConfig]], *, progress: bool = True, figure: bool = True) -> pd.DataFrame:
+    """Train (and encode, evaluate) every configuration; returns one row per run, Pareto flags included."""
+    rows = []
+    for sae_cfg, train_cfg in configs:
+        run = train_run(ws, sae_cfg, train_cfg, progress=progress)
+        m = run.metrics()
+        rec, spars = m.get("reconstruction", {}), m.get("sparsity", {})
+        rows.append({"run": run.name, "arch": sae_cfg.arch, "n_latents": sae_cfg.n_latents, "k": sae_cfg.k,
+                     "fvu": rec.get("fvu"), "r2": rec.get("r2"), "l0": rec.get("l0"), "dead_frac": spars.get("dead_frac"),
+                     "train_s": m.get("seconds", {}).get("train")})
+    df = pd.DataFrame(rows)
+    df["pareto"] = pareto_front(df)
+    out = ws.path / SAES_DIR
+    df.to_csv(out / "sweep.csv", index=False)
+    if figure:
+        from sae.viz import pareto_figure, save_figure
+
+        save_figure(pareto_figure(df), out / "pareto", formats=("png", "pdf"))
+    return df

@@ -106,10 +106,14 @@ def train_run(ws: Workspace, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name
 
 
 def default_targets(store: Store, max_values: int = 20, limit: int = 6) -> list[str]:
-    """Categorical metadata columns worth probing: str/bool with 2..max_values distinct values."""
+    """Categorical metadata columns worth probing: str/bool with 2..max_values distinct values.
+
+    The group key (volume, patient...) is skipped: held-out rows are whole groups, so it cannot transfer.
+    """
     out = []
+    group_key = store.provenance.get("group_key")
     for name, kind in store.columns.items():
-        if kind in ("str", "bool"):
+        if kind in ("str", "bool") and name != group_key:
             n = pd.Series(store.column(name)).nunique()
             if 2 <= n <= max_values:
                 out.append(name)

@@ -92,8 +92,9 @@ class SparseAutoencoder(nn.Module):
         """Loss on a batch already multiplied by ``scale``; updates BatchTopK thresholds."""
         if self.cfg.arch == "relu":
             return self._forward_relu(x)
-        k_aux = self.cfg.aux_k_effective
-        aux = topk_selector(min(k_aux, self.cfg.n_latents)) if k_aux > 0 else None
+        n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
+        k_aux = min(self.cfg.aux_k_effective, n_dead)  # never more than there are dead latents
+        aux = topk_selector(k_aux) if k_aux > 0 else None
         vals, idx, aux_vals, aux_idx = SparseEncode.apply(x - self.b_dec.detach(), self.W_enc, self.b_enc, self._train_selector(), aux, dead_mask)
         # the encoder sees x - b_dec; b_dec still learns through the decoder
         recon_loss, full_fvu = self._recon_losses(x, vals, idx)
@@ -101,7 +102,6 @@ class SparseAutoencoder(nn.Module):
         if aux_idx.shape[1]:
             residual = (x - decode(vals, idx, self.W_dec, self.b_dec)).detach()
             e_hat = decode(aux_vals, aux_idx, self.W_dec, None)
-            n_dead = int(dead_mask.sum())
             aux_loss = fvu(residual, e_hat) * min(1.0, n_dead / max(1, self.cfg.aux_k_effective))
         loss = recon_loss + self.cfg.aux_coeff * aux_loss
         active = vals > 0
@@ -136,6 +136,21 @@ class SparseAutoencoder(nn.Module):
                 new = pos.min() if float(cur) == 0 else THRESHOLD_EMA * cur + (1 - THRESHOLD_EMA) * pos.min()
                 self.threshold[a:b] = new
             col += m
+
+    @torch.no_grad()
+    def calibrate_thresholds(self, x_raw: torch.Tensor) -> None:
+        """Set each group's JumpReLU threshold so the mean L0 on ``x_raw`` equals its k (BatchTopK, Matryoshka).
+
+        The EMA threshold from training drifts away from the target L0; a quantile on real rows does not.
+        """
+        if self.cfg.arch not in ("batchtopk", "matryoshka") or not len(x_raw):
+            return
+        pre = self.pre_acts(x_raw)
+        for a, b, k in self._groups:
+            flat = pre[:, a:b].reshape(-1)
+            want = min(flat.numel(), k * len(x_raw))
+            cut = flat.topk(want, sorted=False).values.min()
+            self.threshold[a:b] = cut.clamp_min(1e-6)
 
     def _forward_relu(self, x: torch.Tensor) -> StepOutput:
         z = F.relu(F.linear(x - self.b_dec.detach(), self.W_enc, self.b_enc))

@@ -24,6 +24,8 @@ class TrainConfig:
     """The last ``decay_frac`` of the steps decay the learning rate linearly to zero."""
     grad_clip: float = 1.0
     seed: int = 0
+    shuffle: bool = True
+    """Shuffle rows every epoch (seeded); off, batches follow the store's row order."""
     holdout_frac: float = 0.1
     """The last share of rows is held out for evaluation (whole groups when the store is ordered by group)."""
     memory_budget_gb: float = 2.0

@@ -36,11 +36,13 @@ class Split:
 class TrainingData:
     """Batches of one store's training rows (float32 torch tensors, not yet scaled)."""
 
-    def __init__(self, source: Store | np.ndarray, rows: slice, batch_size: int, seed: int, memory_budget_gb: float):
+    def __init__(self, source: Store | np.ndarray, rows: slice, batch_size: int, seed: int, memory_budget_gb: float, shuffle: bool = True):
         self.source = source
         self.rows = rows
         self.batch_size = batch_size
         self.seed = seed
+        self.shuffle = shuffle
+        self.memory_budget_gb = memory_budget_gb
         self.n_rows = rows.stop - rows.start
         dim = source.dim if isinstance(source, Store) else source.shape[1]
         self.in_memory = isinstance(source, np.ndarray) or self.n_rows * dim * 4 <= memory_budget_gb * 2**30
@@ -53,6 +55,11 @@ class TrainingData:
     def batches_per_epoch(self) -> int:
         return math.ceil(self.n_rows / self.batch_size)
 
+    def _window(self) -> int:
+        """Chunks shuffled together: as many as fit a quarter of the memory budget (1..8), so streaming stays bounded."""
+        chunk_bytes = self.source.chunk_rows * self.source.dim * 4
+        return int(max(1, min(8, self.memory_budget_gb * 2**30 / 4 / (chunk_bytes * 3))))
+
     def sample(self, n: int, seed: int) -> np.ndarray:
         """Up to ``n`` training rows chosen at random (for scaling and bias initialisation)."""
         rng = np.random.default_rng(seed)
@@ -63,13 +70,18 @@ class TrainingData:
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[torch.Tensor]:
         """Batches of ``epoch`` (seeded), starting after ``skip`` batches."""
+        bs = self.batch_size
         if self._x is not None:
+            if not self.shuffle:
+                for b in range(skip, self.batches_per_epoch):
+                    yield self._x[b * bs : (b + 1) * bs]
+                return
             gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             perm = torch.randperm(self.n_rows, generator=gen)
             for b in range(skip, self.batches_per_epoch):
-                yield self._x[perm[b * self.batch_size : (b + 1) * self.batch_size]]
+                yield self._x[perm[b * bs : (b + 1) * bs]]
             return
-        stream = self.source.iter_batches(self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, rows=self.rows, shuffle_window=8)
+        stream = self.source.iter_batches(bs, shuffle=self.shuffle, seed=self.seed, epoch=epoch, rows=self.rows, shuffle_window=self._window())
         for b, batch in enumerate(stream):
             if b >= skip:
                 yield torch.from_numpy(batch)

@@ -91,7 +91,7 @@ class Trainer:
                 raise SaeError("training data contains NaN or Inf")
             split = Split.of(len(source), self.cfg.holdout_frac)
             fingerprint = None
-        data = TrainingData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.memory_budget_gb)
+        data = TrainingData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.memory_budget_gb, self.cfg.shuffle)
         return data, split, fingerprint
 
     def total_steps(self, data: TrainingData) -> int:
@@ -136,6 +136,8 @@ class Trainer:
             init_from_data(model, data.sample(16384, self.cfg.seed))
         dead_window = self.cfg.dead_window or min(data.n_rows, 10_000_000)
         self._loop(model, opt, sched, state, data, total, dead_window, stop_after, identity)
+        if state.step >= total:
+            model.calibrate_thresholds(torch.from_numpy(data.sample(16384, self.cfg.seed + 1)).to(device))
         self.model_, self.state_, self.in_memory_ = model, state, data.in_memory
         if self.run_dir is not None and state.step >= total:
             self._save_run(model, state, identity, total, data)
@@ -146,6 +148,8 @@ class Trainer:
         start_step = state.step
         bar = tqdm(total=total, initial=state.step, desc=f"train {self.sae_cfg.arch} n={self.sae_cfg.n_latents} k={self.sae_cfg.k}", disable=not self.progress, unit="step")
         t0, window_start = time.perf_counter(), state.samples
+        self.step_times_: list[float] = []
+        t_step = time.perf_counter()
         while state.step < total:
             for x in data.epoch(state.epoch, skip=state.batch_in_epoch):
                 x = x.to(model.W_enc.device, non_blocking=True) * model.scale
@@ -164,6 +168,9 @@ class Trainer:
                 state.last_fired[out.fired] = state.samples
                 state.step += 1
                 state.batch_in_epoch += 1
+                now = time.perf_counter()
+                self.step_times_.append(now - t_step)
+                t_step = now
                 if state.step % self.cfg.log_every == 0 or state.step == total:
                     rate = (state.samples - window_start) / max(1e-9, time.perf_counter() - t0)
                     entry = {"step": state.step, "samples": state.samples, "fvu": float(out.fvu), "l0": out.l0,

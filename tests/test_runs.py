@@ -1,0 +1,98 @@
+"""Runs in a workspace: train -> codes -> metrics, the sweep and the CLI commands around them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sae.cli import main
+from sae.errors import SaeError, StaleArtifactError
+from sae.estimator import SAE
+from sae.models import SAEConfig
+from sae.runs import SAERun, evaluate_run, train_run
+from sae.store import Store
+from sae.sweep import pareto_front, sweep
+from sae.train import TrainConfig
+from sae.workspace import Workspace
+
+
+@pytest.fixture
+def demo_ws(demo_small, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.path.mkdir()
+    shutil.copytree(Path(demo_small.url), ws.store_path)
+    return ws
+
+
+def test_train_run_writes_everything(demo_ws):
+    run = train_run(demo_ws, SAEConfig(d_in=1280, n_latents=128, k=8), TrainConfig(batch_size=64, epochs=3), progress=False, evaluate=False)
+    evaluate_run(demo_ws, run, targets=["orientation", "artifact"], progress=False)
+    for f in ("model.safetensors", "config.json", "metrics.json", "train_log.json", "codes.zarr"):
+        assert (run.path / f).exists(), f
+    m = run.metrics()
+    assert 0 < m["reconstruction"]["r2"] < 1 and m["reconstruction"]["l0"] == 8
+    targets = {p["target"] for p in m["probes"]}
+    assert {"orientation", "artifact"} <= targets
+    assert 0 <= m["fingerprint_fidelity@10"] <= 1 and m["monosemanticity"]["features"] > 0
+    assert run.config["store_fingerprint"] == demo_ws.open_store().fingerprint
+    df = evaluate_run(demo_ws, run, targets=["orientation"], probe_ns=(1, 10), progress=False)
+    assert set(df["metric"]) >= {"reconstruction/r2", "probe/orientation/dense", "probe/orientation/sae_top10", "fingerprint_fidelity@10"}
+    assert SAERun.find(demo_ws).name == run.name
+    with pytest.raises(SaeError, match="no SAE run 'nope'"):
+        SAERun.find(demo_ws, "nope")
+
+
+def test_stale_run_is_refused(demo_ws):
+    run = train_run(demo_ws, SAEConfig(d_in=1280, n_latents=64, k=4), TrainConfig(batch_size=64, epochs=1), progress=False, evaluate=False)
+    store = Store.open(demo_ws.store_path, mode="a")
+    store.append(np.ones((1, 1280), np.float32), ["extra"], store.meta(rows=[0]).drop(columns="id"), images=store.previews([0]))
+    with pytest.raises(StaleArtifactError):
+        evaluate_run(demo_ws, run, progress=False)
+
+
+def test_sweep_and_pareto(demo_ws):
+    cfgs = [(SAEConfig(d_in=1280, n_latents=64, k=k), TrainConfig(batch_size=64, epochs=1)) for k in (4, 8)]
+    df = sweep(demo_ws, cfgs, progress=False)
+    assert list(df["k"]) == [4, 8] and df["pareto"].any()
+    assert (demo_ws.path / "saes" / "sweep.csv").exists() and (demo_ws.path / "saes" / "pareto.png").exists()
+    import pandas as pd
+
+    toy = pd.DataFrame({"l0": [1, 2, 3, 2], "fvu": [0.5, 0.4, 0.45, 0.6]})
+    assert pareto_front(toy).tolist() == [True, True, False, False]
+
+
+def test_estimator_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 10)).astype(np.float32)
+    est = SAE("batchtopk", n_latents=40, k=4, batch_size=100, epochs=3, progress=False).fit(x)
+    codes = est.transform(x)
+    assert codes.shape == (600, 40) and 1 < codes.getnnz(axis=1).mean() < 12
+    recon = est.inverse_transform(codes)
+    assert recon.shape == x.shape and ((x - recon) ** 2).sum() < ((x - x.mean(0)) ** 2).sum()
+    est.save(tmp_path / "m")
+    again = SAE.load(tmp_path / "m")
+    assert abs(again.transform(x) - codes).max() < 1e-4  # the saved model has the input scale folded in
+    with pytest.raises(SaeError, match="not fitted"):
+        SAE().transform(x)
+
+
+def test_cli_train_evaluate_encode_resume(demo_ws, capsys):
+    ws = str(demo_ws.path)
+    args = ["train", ws, "--n", "64", "--k", "4", "--epochs", "1", "--batch-size", "64", "--name", "cli-run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "held-out R2" in out and "probe orientation" in out
+    assert main(["evaluate", ws, "--run", "cli-run", "--targets", "artifact"]) == 0
+    assert "probe/artifact/sae_top10" in capsys.readouterr().out
+    assert main(["encode", ws]) == 0
+    assert "encoded" in capsys.readouterr().out
+    assert main(args + ["--resume", "--k", "5"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert main(["train", ws, "--n", "64", "--k", "64"]) == 2
+    assert "0 < k < n_latents" in capsys.readouterr().err
+    assert main(["info", ws]) == 0
+    assert "cli-run" in capsys.readouterr().out

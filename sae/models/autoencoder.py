@@ -51,7 +51,7 @@ class SparseAutoencoder(nn.Module):
         w = torch.randn(n, d, generator=gen)
         w /= w.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w.clone().to(device))
-        self.W_enc = nn.Parameter(w.clone().to(device))
+        self.W_enc = nn.Parameter((w * cfg.enc_init_norm).to(device))
         self.b_enc = nn.Parameter(torch.zeros(n, device=device))
         self.b_dec = nn.Parameter(torch.zeros(d, device=device))
         self.register_buffer("scale", torch.ones((), device=device))

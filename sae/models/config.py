@@ -40,6 +40,8 @@ class SAEConfig:
     """Scale inputs so their mean norm is sqrt(d_in); the scale is folded into the weights at save."""
     bdec_init: str = "median"
     """Decoder bias initialisation from a data sample: ``median`` (geometric), ``mean`` or ``zero``."""
+    enc_init_norm: float = 0.7
+    """Norm of the encoder rows at initialisation (the decoder rows start as the same unit directions)."""
     row_cap: int = 4
     """BatchTopK / Matryoshka: a row keeps at most ``row_cap * k`` latents per group while training."""
 

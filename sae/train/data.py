@@ -66,7 +66,10 @@ class TrainingData:
         take = np.sort(rng.choice(self.n_rows, size=min(n, self.n_rows), replace=False))
         if self._x is not None:
             return self._x[torch.from_numpy(take)].numpy()
-        return self.source.read_embeddings(take + self.rows.start)
+        rows = take + self.rows.start
+        chunk = self.source.chunk_rows  # one chunk at a time: memory stays at one chunk, not the whole store
+        parts = [self.source.read_embeddings(rows[(rows // chunk) == c]) for c in np.unique(rows // chunk)]
+        return np.concatenate(parts)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[torch.Tensor]:
         """Batches of ``epoch`` (seeded), starting after ``skip`` batches."""
@@ -87,10 +90,10 @@ class TrainingData:
                 yield torch.from_numpy(batch)
 
 
-def check_finite(store: Store, rows: slice, batch: int = 65536) -> None:
+def check_finite(store: Store, rows: slice) -> None:
     """Refuse to train on non-finite rows (they would poison every weight); names the first ids."""
     bad: list[int] = []
-    for r, x in store.iter_batches(batch, rows=rows, with_rows=True):
+    for r, x in store.iter_batches(store.chunk_rows, rows=rows, with_rows=True, dtype=None, prefetch=1):
         ok = np.isfinite(x).all(axis=1)
         if not ok.all():
             bad.extend(r[~ok][: 10 - len(bad)].tolist())

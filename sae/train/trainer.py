@@ -95,8 +95,10 @@ class Trainer:
         return data, split, fingerprint
 
     def total_steps(self, data: TrainingData) -> int:
-        samples = self.cfg.max_samples or int(self.cfg.epochs * data.n_rows)
-        return max(1, math.ceil(samples / self.cfg.batch_size))
+        """``max_samples`` worth of batches, else ``epochs`` whole passes (each ending with its partial batch)."""
+        if self.cfg.max_samples:
+            return max(1, math.ceil(self.cfg.max_samples / self.cfg.batch_size))
+        return max(1, round(self.cfg.epochs * data.batches_per_epoch))
 
     def _schedule(self, total: int):
         warm = self.cfg.warmup_steps if self.cfg.warmup_steps is not None else min(1000, max(1, total // 20))

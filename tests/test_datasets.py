@@ -16,8 +16,8 @@ def test_demo_small_contents(demo_small):
     m = s.meta()
     assert set(m["orientation"]) == set(mni.ORIENTATIONS)
     assert set(m["artifact"]) == {"none", *mni.ARTIFACTS}
-    counts = m.loc[m["artifact"] != "none", "artifact"].value_counts()
-    assert counts.max() - counts.min() <= 1, "artifact types are balanced"
+    combos = m.loc[m["artifact"] != "none"].groupby(["artifact", "severity"]).size()
+    assert len(combos) == 12 and combos.max() - combos.min() <= 1, "artifact x severity combinations are balanced"
     assert (m["quality_fail"] == (m["severity"] == "severe")).all()
     assert ((m["artifact"] == "none") == (m["severity"] == "none")).all()
     assert m["gm_fraction"].between(0, 1).all() and m["wm_fraction"].between(0, 1).all()

@@ -46,7 +46,7 @@ def _append(arr: zarr.Array, values: np.ndarray) -> None:
 
 
 def encode_batches(model: SparseAutoencoder, store: Store, batch_size: int, device: str, progress: bool):
-    """Yield (row_ptr deltas, latents, values) for consecutive store batches."""
+    """Yield the CSR codes of consecutive store batches (streamed, in row order)."""
     bar = tqdm(total=store.n_rows, desc="encode codes", unit="rows", disable=not progress)
     with bar:
         for x in store.iter_batches(batch_size):

@@ -263,12 +263,7 @@ class Store:
         if isinstance(rows, slice):
             start, stop, step = rows.indices(self.n_rows)
             return np.asarray(arr[start:stop:step] if step != 1 else arr[start:stop], dtype=dtype)
-        rows = self._check_rows(rows)
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), self.dim), dtype=dtype)
-        if len(rows):
-            out[order] = arr.get_orthogonal_selection((rows[order], slice(None)))
-        return out
+        return _take_rows(arr, self._check_rows(rows), dtype)
 
     def _check_rows(self, rows) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -318,13 +313,7 @@ class Store:
         """Image thumbnails (uint8, N x H x W[ x 3]) for the given rows."""
         if not self.has_image_previews:
             raise StoreError("this store has no image previews")
-        rows = self._check_rows(rows)
-        arr = self._group[schema.PREVIEW_IMAGES]
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), *arr.shape[1:]), dtype=np.uint8)
-        if len(rows):
-            out[order] = arr.get_orthogonal_selection((rows[order],) + (slice(None),) * (arr.ndim - 1))
-        return out
+        return _take_rows(self._group[schema.PREVIEW_IMAGES], self._check_rows(rows), np.uint8)
 
     def texts(self, rows) -> np.ndarray:
         """Text previews for the given rows."""
@@ -570,6 +559,15 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+def _take_rows(arr: zarr.Array, rows: np.ndarray, dtype) -> np.ndarray:
+    """Rows of an N x ... array in the requested order, read in sorted order (one pass over the chunks)."""
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), *arr.shape[1:]), dtype=dtype)
+    if len(rows):
+        out[order] = arr.get_orthogonal_selection((rows[order],) + (slice(None),) * (arr.ndim - 1))
+    return out
+
+
 def _exists(url: str) -> bool:
     try:
         zarr.open_group(url, mode="r", zarr_format=3)

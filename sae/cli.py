@@ -257,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_planted)
+    from sae.cli_label import add_label_parser
+
+    add_label_parser(sub)
     return parser
 
 

@@ -63,7 +63,27 @@ def stage_train(ws: Workspace, opts: DemoOptions) -> str:
             f"probe accuracy with 10 features vs dense: {probe_text}; fingerprint fidelity@10 {m['fingerprint_fidelity@10']:.2f}")
 
 
-STAGES: list[tuple[str, Callable[[Workspace, DemoOptions], str]]] = [("store", stage_store), ("train", stage_train)]
+def stage_label(ws: Workspace, opts: DemoOptions) -> str:
+    """Stage 3: every feature labeled offline from its enriched metadata, scored by the MiniLM judge."""
+    from sae.cli_label import print_labels
+    from sae.interpret import MetadataLabeler, label_run
+    from sae.interpret.labels import labels_path
+    from sae.runs import SAERun
+
+    run = SAERun.find(ws)
+    labeler = MetadataLabeler()
+    if opts.rebuild:
+        labels_path(run.path, labeler.id).unlink(missing_ok=True)
+    labels = label_run(run, labeler)
+    print_labels(labels, n=5)
+    s = labels.summary
+    return (f"{s['ok']} of {s['features']} features labeled offline ({s['unexplained']} unexplained, {s['dead']} dead); "
+            f"detection {s['detection']:.2f} (chance 0.50), intruder {s['intruder']:.2f} (chance 0.20), "
+            f"duplicate labels {s['duplicate_rate']:.1%}")
+
+
+STAGES: list[tuple[str, Callable[[Workspace, DemoOptions], str]]] = [
+    ("store", stage_store), ("train", stage_train), ("label", stage_label)]
 
 
 def run_demo(workspace: Path, *, small: bool = False, rebuild: bool = False) -> dict[str, str]:

@@ -56,3 +56,15 @@ def preview_list(values, limit: int = 5) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     more = f" ... (+{len(values) - limit} more)" if len(values) > limit else ""
     return f"[{shown}{more}]"
+
+
+class LLMError(SaeError):
+    """An LLM call failed for good (after retries) or its configuration is unusable."""
+
+
+class LLMUnreachableError(LLMError):
+    """The LLM server could not be reached at all (wrong base URL, server down, no network)."""
+
+
+class LabelError(SaeError):
+    """Labels are missing, refer to unknown features, or were made for another SAE."""

@@ -42,3 +42,43 @@ def demo_small(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("demo") / "store.zarr"
     return build_mni_demo(path, MNIDemoConfig.small(), progress=False)
+
+
+@pytest.fixture
+def fake_openai():
+    """A scripted OpenAI-compatible server on 127.0.0.1 (see tests/fake_openai.py)."""
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def labeled_ws_template(demo_small, tmp_path_factory):
+    """A workspace with the small demo store and a small trained SAE (copied per test by ``run_ws``)."""
+    import shutil
+    from pathlib import Path
+
+    from sae.models import SAEConfig
+    from sae.runs import train_run
+    from sae.train import TrainConfig
+    from sae.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("labelws") / "ws")
+    ws.path.mkdir()
+    shutil.copytree(Path(demo_small.url), ws.store_path)
+    train_run(ws, SAEConfig(d_in=demo_small.dim, n_latents=48, k=8), TrainConfig(batch_size=64, epochs=4), progress=False, evaluate=False)
+    return ws
+
+
+@pytest.fixture
+def run_ws(labeled_ws_template, tmp_path):
+    """A private copy of the trained workspace and its SAE run."""
+    import shutil
+
+    from sae.runs import SAERun
+    from sae.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(labeled_ws_template.path, ws.path)
+    return ws, SAERun.find(ws)

@@ -1,0 +1,106 @@
+"""``sae label``: label every feature of an SAE run (metadata or LLM labeler), score the labels, print them."""
+
+from __future__ import annotations
+
+from sae.errors import SaeError
+
+
+def parse_features(text: str | None) -> list[int] | None:
+    """``"0-19,40,41"`` -> [0, ..., 19, 40, 41]; None -> every feature."""
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError:
+        raise SaeError(f"--features takes numbers and ranges like 0-19,40 (got {text!r})") from None
+    return out
+
+
+def add_label_parser(sub) -> None:
+    p = sub.add_parser("label", help="label the features of an SAE run (offline from metadata, or with an LLM) and score the labels")
+    p.add_argument("workspace")
+    p.add_argument("--run", help="SAE run name (default: the latest)")
+    p.add_argument("--labeler", choices=["metadata", "llm"], default="metadata")
+    p.add_argument("--features", help="which features, e.g. 0-19,40 (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="LLM only: estimate calls, tokens and cost; call nothing")
+    p.add_argument("--judge", choices=["embedding", "llm", "none"], default="embedding", help="who scores the labels")
+    g = p.add_argument_group("LLM (OpenAI or any compatible server)")
+    g.add_argument("--model", help="model name (default $SAE_LLM_MODEL)")
+    g.add_argument("--base-url", help="e.g. http://127.0.0.1:8080/v1 (default $SAE_LLM_BASE_URL, $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    g.add_argument("--vision", action="store_true", help="send the top items' thumbnails as images")
+    g.add_argument("--concurrency", type=int, default=4)
+    g.add_argument("--timeout", type=float, default=60.0)
+    g.add_argument("--max-retries", type=int, default=4)
+    g.add_argument("--max-tokens", type=int, default=400)
+    g.add_argument("--no-json-mode", action="store_true", help="do not send response_format (for servers that reject it)")
+    g.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens (ledger, dry run)")
+    g.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
+    g.add_argument("--cache-dir", help="LLM answer cache and ledger (default ~/.cache/sae-workbench/llm)")
+    g.add_argument("--domain", default="medical images", help="what the embeddings are of (goes into the prompt)")
+    p.set_defaults(func=cmd_label)
+
+
+def _llm_labeler(args, store):
+    from sae.interpret import LLMClient, LLMConfig, LLMLabeler
+
+    cfg = LLMConfig(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env, timeout_s=args.timeout,
+                    max_retries=args.max_retries, concurrency=args.concurrency, max_tokens=args.max_tokens,
+                    json_mode=not args.no_json_mode, price_input_per_mtok=args.price_in,
+                    price_output_per_mtok=args.price_out, cache_dir=args.cache_dir)
+    images = None
+    if args.vision:
+        if not store.has_image_previews:
+            raise SaeError("--vision needs image previews in the store; this one has none")
+        images = store.previews
+    return LLMLabeler(LLMClient(cfg), domain=args.domain, images=images)
+
+
+def print_labels(labels, n: int = 5) -> None:
+    """The summary line, then the best and worst labeled features."""
+    s = labels.summary
+    print(f"labels {labels.labeler}: {s.get('ok', 0)} labeled, {s.get('unexplained', 0)} unexplained, "
+          f"{s.get('dead', 0)} dead, {s.get('failed', 0)} failed")
+    if "detection" in s:
+        print(f"  detection balanced accuracy {s['detection']:.3f} (chance 0.5), intruder {s['intruder']:.3f} (chance 0.2), "
+              f"metadata agreement {s['metadata_agreement']:.3f}, duplicate labels {s['duplicate_rate']:.1%}, "
+              f"contradictions {s['contradictions']}")
+    cols = [c for c in ["feature", "label", "confidence", "detection", "intruder"] if c in labels.frame]
+    for title, df in (("best", labels.best(n)), ("worst", labels.worst(n))):
+        print(f"  {title}:")
+        for r in df[cols].itertuples(index=False):
+            scores = " ".join(f"{c}={getattr(r, c):.2f}" for c in cols[2:])
+            print(f"    #{r.feature:<5} {r.label[:70]:<70} {scores}")
+    if labels.path:
+        print(f"  written to {labels.path}")
+
+
+def cmd_label(args) -> int:
+    import json
+
+    from sae.interpret import MetadataLabeler, label_run
+    from sae.interpret.evidence import EvidenceBuilder
+    from sae.runs import SAERun
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    run = SAERun.find(ws, args.run)
+    store = ws.open_store()
+    run.check_store(store)
+    labeler = _llm_labeler(args, store) if args.labeler == "llm" else MetadataLabeler()
+    features = parse_features(args.features)
+    if args.dry_run:
+        if args.labeler != "llm":
+            print("dry run: the metadata labeler is offline and free; nothing to estimate")
+            return 0
+        builder = EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy())
+        packs = builder.packs(features)
+        labeler.sibling_labels = {l.feature: l.label for l in MetadataLabeler().label_many(packs, progress=False)}
+        print(json.dumps(labeler.client.estimate(labeler.requests(packs)), indent=2))
+        return 0
+    labels = label_run(run, labeler, features=features, judge=None if args.judge == "none" else args.judge)
+    print_labels(labels)
+    return 0

@@ -1,0 +1,149 @@
+"""Metadata as words: the (column, value) terms that labelers name and judges read.
+
+A store's metadata is turned into a table of *terms*: each categorical value (``artifact=motion``),
+each boolean (``quality_fail``), and each numeric column cut into tertiles (``position: high``).
+Enrichment tests, the metadata labeler, the item descriptions read by a judge and the contradiction
+check all use the same terms, so a label can be checked against exactly what the evidence said.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+GENERIC_VALUES = {"none", "no", "false", "0", "unknown", "nan", "normal", "n/a", ""}
+TERTILES = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class TermTable:
+    """A one-hot matrix (items x terms) with each term's column, value and display text."""
+
+    matrix: sp.csr_matrix
+    terms: pd.DataFrame  # columns: column, value, text, kind
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.terms)
+
+
+def term_text(column: str, value: str, kind: str) -> str:
+    """How a term reads in a label: ``motion artifact``, ``no artifact``, ``quality_fail``, ``high position``."""
+    col = column.replace("_", " ")
+    if kind == "bool":
+        return col if value == "True" else f"not {col}"
+    if kind == "numeric":
+        return f"{value} {col}"
+    if value.lower() in GENERIC_VALUES:
+        return f"no {col}" if value.lower() in {"none", "no", "false", "0"} else f"{col} {value}"
+    if col.lower() in value.lower():
+        return value
+    return f"{value} {col}"
+
+
+def _categorical_codes(values: pd.Series, kind: str) -> tuple[np.ndarray, list[str]]:
+    if kind == "numeric":
+        x = pd.to_numeric(values, errors="coerce").to_numpy(float)
+        finite = np.isfinite(x)
+        if finite.sum() == 0 or np.nanmax(x) == np.nanmin(x):
+            return np.full(len(x), -1), []
+        edges = np.nanquantile(x, [1 / 3, 2 / 3])
+        codes = np.where(finite, np.searchsorted(edges, x, side="right"), -1)
+        return codes, list(TERTILES)
+    cat = pd.Categorical(values.astype(str))
+    return np.asarray(cat.codes), [str(c) for c in cat.categories]
+
+
+def column_kinds(store_columns: dict[str, str], meta: pd.DataFrame, group_key: str | None, max_values: int = 50) -> dict[str, str]:
+    """Which columns become terms, and how: ``str``/``bool`` up to ``max_values`` values, numbers by tertiles.
+
+    The group key (volume, patient) and free-text-like columns (more than ``max_values`` values) are skipped:
+    a label that names patient 17 says nothing about what the feature encodes.
+    """
+    kinds = {}
+    for name, kind in store_columns.items():
+        if name == group_key or name not in meta:
+            continue
+        if kind == "bool":
+            kinds[name] = "bool"
+        elif kind == "str":
+            if 2 <= meta[name].nunique() <= max_values:
+                kinds[name] = "str"
+        elif kind in ("int", "float"):
+            n = meta[name].nunique()
+            if 2 <= n <= min(max_values, 12) and kind == "int":
+                kinds[name] = "str"
+            elif n > 2:
+                kinds[name] = "numeric"
+    return kinds
+
+
+def build_terms(meta: pd.DataFrame, kinds: dict[str, str]) -> TermTable:
+    """One-hot encode every term of ``meta`` (rows aligned with the store)."""
+    n = len(meta)
+    blocks, records = [], []
+    for column, kind in kinds.items():
+        codes, values = _categorical_codes(meta[column], kind)
+        if not values:
+            continue
+        ok = codes >= 0
+        rows = np.flatnonzero(ok)
+        m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, codes[ok])), shape=(n, len(values)))
+        blocks.append(m)
+        records += [{"column": column, "value": v, "text": term_text(column, v, kind), "kind": kind} for v in values]
+    matrix = sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((n, 0), dtype=np.float32)
+    return TermTable(matrix=matrix, terms=pd.DataFrame.from_records(records, columns=["column", "value", "text", "kind"]))
+
+
+def positive_terms(table: TermTable) -> np.ndarray:
+    """Mask of terms that state a presence (drops "no artifact", "not quality fail", "severity none")."""
+    t = table.terms
+    generic = t["value"].astype(str).str.lower().isin(GENERIC_VALUES) & t["kind"].eq("str")
+    false_bool = t["kind"].eq("bool") & t["value"].ne("True")
+    return ~(generic | false_bool).to_numpy()
+
+
+def describe_items(table: TermTable, rows: np.ndarray, texts: np.ndarray | None = None) -> list[str]:
+    """One line per item listing the terms it has (presences only) and its text preview: what a judge reads.
+
+    Absences ("no artifact") are left out: text encoders and small LLMs read "no X" as close to "X".
+    """
+    sub = table.matrix[np.asarray(rows, dtype=np.int64)]
+    words = np.where(positive_terms(table), table.terms["text"].to_numpy(), "")
+    out = []
+    for i in range(sub.shape[0]):
+        cols = sub.indices[sub.indptr[i] : sub.indptr[i + 1]]
+        line = ", ".join(w for w in words[np.sort(cols)] if w)
+        if texts is not None and len(texts):
+            line = f"{line}; text: {texts[i]}" if line else str(texts[i])
+        out.append(line)
+    return out
+
+
+def item_terms(table: TermTable, rows: np.ndarray) -> list[list[str]]:
+    """Every term text of each item, absences included (for checking labels against items)."""
+    sub = table.matrix[np.asarray(rows, dtype=np.int64)]
+    texts = table.terms["text"].to_numpy()
+    return [list(texts[np.sort(sub.indices[sub.indptr[i] : sub.indptr[i + 1]])]) for i in range(sub.shape[0])]
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> set[str]:
+    """Lower-case word set, for matching a label against term texts."""
+    return set(_WORD.findall(str(text).lower().replace("_", " ")))
+
+
+def normalize_label(label: str) -> str:
+    """Lower case, words only, order kept (for phrase matching)."""
+    return " ".join(_WORD.findall(str(label).lower().replace("_", " ")))
+
+
+def label_key(label: str) -> str:
+    """Canonical form for the duplicate-label rate: the sorted words, so reordered labels count as duplicates."""
+    return " ".join(sorted(_WORD.findall(str(label).lower().replace("_", " "))))

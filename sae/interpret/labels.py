@@ -1,0 +1,195 @@
+"""Label a whole SAE run: evidence -> labeler -> scores, persisted as it goes and resumable.
+
+On disk, next to the SAE (``saes/<run>/``):
+- ``labels-<labeler>.parquet``: one row per feature (label, description, confidence, evidence, status,
+  error) with its scores (detection, intruder, metadata_agreement, contradiction, duplicate, judge);
+- ``labels-<labeler>.json``: the summary, the labeler and judge settings, the store fingerprint;
+- ``.labels-<labeler>.progress.jsonl`` while a run is in flight: each label is appended (and
+  fsync'd) the moment it lands, so a crash loses nothing and a re-run asks only for what is missing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sae.errors import LabelError, StaleArtifactError
+from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
+from sae.interpret.labelers import DEAD, FAILED, OK, UNEXPLAINED, Label, Labeler, MetadataLabeler
+from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig
+from sae.models.io import atomic_write_text
+
+LABEL_COLUMNS = ["feature", "label", "description", "confidence", "evidence", "labeler", "status", "error"]
+SCORE_COLUMNS = ["detection", "intruder", "metadata_agreement", "contradiction", "duplicate", "judge"]
+
+
+def labels_path(run_path: Path, labeler_id: str) -> Path:
+    return Path(run_path) / f"labels-{labeler_id}.parquet"
+
+
+def _progress_path(run_path: Path, labeler_id: str) -> Path:
+    return Path(run_path) / f".labels-{labeler_id}.progress.jsonl"
+
+
+@dataclass
+class LabelSet:
+    """Labels and scores of one labeler for one SAE run."""
+
+    frame: pd.DataFrame
+    summary: dict[str, Any]
+    labeler: str
+    path: Path | None = None
+
+    def get(self, feature: int) -> pd.Series:
+        hit = self.frame[self.frame["feature"] == int(feature)]
+        if hit.empty:
+            raise LabelError(f"feature {feature} has no label in {self.labeler}")
+        return hit.iloc[0]
+
+    def mapping(self) -> dict[int, str]:
+        ok = self.frame[self.frame["status"] == OK]
+        return dict(zip(ok["feature"].astype(int), ok["label"]))
+
+    def _ranked(self) -> pd.DataFrame:
+        ok = self.frame[self.frame["status"] == OK].copy()
+        if "detection" in ok:
+            ok = ok[ok["detection"].notna()] if ok["detection"].notna().any() else ok
+            return ok.sort_values(["detection", "metadata_agreement", "confidence"], ascending=False, kind="stable")
+        return ok.sort_values("confidence", ascending=False, kind="stable")
+
+    def best(self, n: int = 5) -> pd.DataFrame:
+        return self._ranked().head(n)
+
+    def worst(self, n: int = 5) -> pd.DataFrame:
+        return self._ranked().tail(n).iloc[::-1]
+
+    def _repr_html_(self) -> str:
+        s = {k: v for k, v in self.summary.items() if not isinstance(v, (dict, list))}
+        head = ", ".join(f"{html.escape(str(k))}: {html.escape(f'{v:.3f}' if isinstance(v, float) else str(v))}" for k, v in s.items())
+        cols = [c for c in ["feature", "label", "confidence", "detection", "intruder", "metadata_agreement", "duplicate"] if c in self.frame]
+        return f"<div><b>labels</b> {html.escape(self.labeler)}<br>{head}{self.best(10)[cols].to_html(index=False)}</div>"
+
+
+def _read_progress(path: Path) -> dict[int, dict]:
+    done: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a crashed run may be torn
+            done[int(rec["feature"])] = rec
+    return done
+
+
+def _previous(run_path: Path, labeler_id: str, fingerprint: str) -> dict[int, dict]:
+    """Finished labels from an earlier run of the same labeler on the same store (failures excluded)."""
+    done: dict[int, dict] = {}
+    path = labels_path(run_path, labeler_id)
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists() and json.loads(meta.read_text()).get("store_fingerprint") == fingerprint:
+        for rec in pd.read_parquet(path)[LABEL_COLUMNS].to_dict("records"):
+            rec["evidence"] = list(rec["evidence"]) if rec["evidence"] is not None else []
+            done[int(rec["feature"])] = rec
+    done.update(_read_progress(_progress_path(run_path, labeler_id)))
+    return {f: r for f, r in done.items() if r["status"] != FAILED}
+
+
+def _make_judge(judge: str | Judge | None, labeler: Labeler) -> Judge | None:
+    if judge is None or not isinstance(judge, str):
+        return judge
+    if judge == "embedding":
+        return EmbeddingJudge()
+    if judge == "llm":
+        client = getattr(labeler, "client", None)
+        if client is None:
+            raise LabelError("the LLM judge needs an LLM: use an LLM labeler or pass LLMJudge(client)")
+        return LLMJudge(client)
+    raise LabelError(f"unknown judge {judge!r}: use 'embedding', 'llm' or None")
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, Any]:
+    """Headline numbers: counts per status, duplicate rate and mean scores (with their chance levels)."""
+    ok = frame[frame["status"] == OK]
+    out: dict[str, Any] = {"features": int(len(frame))}
+    out.update({s: int((frame["status"] == s).sum()) for s in (OK, UNEXPLAINED, DEAD, FAILED)})
+    if "duplicate" in frame and len(ok):
+        out["duplicate_rate"] = float(ok["duplicate"].astype(bool).mean())
+        for col in ("detection", "intruder", "metadata_agreement"):
+            out[col] = float(ok[col].mean()) if ok[col].notna().any() else float("nan")
+        out["contradictions"] = int(ok["contradiction"].astype(str).ne("").sum())
+        out["chance"] = {"detection": 0.5, "intruder": 0.2}
+    return out
+
+
+def label_run(run, labeler: Labeler, *, features: Sequence[int] | None = None, builder: EvidenceBuilder | None = None,
+              evidence: EvidenceConfig | None = None, judge: str | Judge | None = "embedding",
+              scoring: ScoringConfig | None = None, progress: bool = True) -> LabelSet:
+    """Label (and score) the features of an :class:`~sae.runs.SAERun`; resumable, see the module docstring."""
+    store = run.ws.open_store()
+    run.check_store(store)
+    builder = builder or EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy(), evidence, progress=progress)
+    feats = list(range(builder.codes.n_latents)) if features is None else sorted({builder.codes._check_feature(f) for f in features})
+    packs = {p.feature: p for p in builder.packs(feats)}
+    if hasattr(labeler, "sibling_labels") and not labeler.sibling_labels:
+        labeler.sibling_labels = {l.feature: l.label for l in MetadataLabeler().label_many(list(packs.values()), progress=False) if l.status == OK}
+    # offline labelers are instant and deterministic: always recompute (their code may have changed)
+    done = _previous(run.path, labeler.id, store.fingerprint) if getattr(labeler, "resumable", True) else {}
+    todo = [packs[f] for f in feats if f not in done]
+    prog = _progress_path(run.path, labeler.id)
+    t0 = time.perf_counter()
+    with open(prog, "a") as fh:
+        def persist(label: Label) -> None:
+            fh.write(json.dumps(label.record()) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            done[label.feature] = label.record()
+
+        labeler.label_many(todo, on_label=persist, progress=progress)
+    frame = pd.DataFrame([done[f] for f in feats if f in done], columns=LABEL_COLUMNS)
+    frame["feature"] = frame["feature"].astype(np.int64)
+    judge_obj = _make_judge(judge, labeler)
+    if judge_obj is not None:
+        frame = frame.merge(LabelScorer(builder, judge_obj, scoring).score(frame, packs, progress=progress), on="feature", how="left")
+    summary = summarize(frame)
+    summary["labeled_now"] = len(todo)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return _save(run, labeler, frame, summary, store.fingerprint, judge_obj, builder.cfg, scoring, prog)
+
+
+def _save(run, labeler, frame, summary, fingerprint, judge, evidence_cfg, scoring, prog: Path) -> LabelSet:
+    path = labels_path(run.path, labeler.id)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    client = getattr(labeler, "client", None)
+    doc = {"labeler": labeler.id, "sae_run": run.name, "store_fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "judge": getattr(judge, "name", None), "evidence_config": asdict(evidence_cfg),
+           "scoring_config": asdict(scoring or ScoringConfig()), "llm": client.config.public() if client else None,
+           "summary": summary}
+    os.replace(tmp, path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(doc, indent=2, default=float))
+    prog.unlink(missing_ok=True)
+    return LabelSet(frame, summary, labeler.id, path)
+
+
+def load_labels(run, labeler: str | None = None, store=None) -> LabelSet:
+    """The labels of ``labeler`` (default: the most recently written) for a run; refuses stale ones."""
+    files = sorted(Path(run.path).glob("labels-*.parquet"), key=lambda p: p.stat().st_mtime)
+    if labeler is not None:
+        files = [p for p in files if p.stem == f"labels-{labeler}"]
+    if not files:
+        raise LabelError(f"no labels{' from ' + labeler if labeler else ''} for {run.name}; run `sae label {run.ws.path}`")
+    path = files[-1]
+    doc = json.loads(path.with_suffix(".json").read_text())
+    store = store or run.ws.open_store()
+    if doc.get("store_fingerprint") != store.fingerprint:
+        raise StaleArtifactError(f"{path.name} was made for another version of the store; re-run `sae label`")
+    return LabelSet(pd.read_parquet(path), doc.get("summary", {}), doc["labeler"], path)

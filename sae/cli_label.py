@@ -36,7 +36,9 @@ def add_label_parser(sub) -> None:
     g.add_argument("--timeout", type=float, default=60.0)
     g.add_argument("--max-retries", type=int, default=4)
     g.add_argument("--max-tokens", type=int, default=400)
-    g.add_argument("--no-json-mode", action="store_true", help="do not send response_format (for servers that reject it)")
+    g.add_argument("--response-format", default="json_object", choices=["json_object", "json_schema", "json_object+schema", "none"],
+                   help="how to ask for JSON: json_schema constrains decoding on OpenAI, vLLM, llama-server, Ollama; "
+                        "json_object+schema on llama-cpp-python; none for servers that reject response_format")
     g.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens (ledger, dry run)")
     g.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
     g.add_argument("--cache-dir", help="LLM answer cache and ledger (default ~/.cache/sae-workbench/llm)")
@@ -49,7 +51,7 @@ def _llm_labeler(args, store):
 
     cfg = LLMConfig(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env, timeout_s=args.timeout,
                     max_retries=args.max_retries, concurrency=args.concurrency, max_tokens=args.max_tokens,
-                    json_mode=not args.no_json_mode, price_input_per_mtok=args.price_in,
+                    response_format=args.response_format, price_input_per_mtok=args.price_in,
                     price_output_per_mtok=args.price_out, cache_dir=args.cache_dir)
     images = None
     if args.vision:

@@ -87,19 +87,23 @@ class FeatureEvidence:
 
 
 def _cap_per_group(rows: np.ndarray, groups: np.ndarray | None, cap: int, limit: int) -> np.ndarray:
-    """First ``limit`` rows (already ranked) with at most ``cap`` rows per group."""
+    """First ``limit`` rows (already ranked) with at most ``cap`` per group; when the groups run out
+    (fewer groups than limit / cap), the best remaining rows fill the list. Rank order is kept."""
     if groups is None or cap <= 0:
         return rows[:limit]
     seen: dict = {}
-    out = []
-    for r in rows:
+    keep = np.zeros(len(rows), bool)
+    for i, r in enumerate(rows):
         g = groups[r]
         if seen.get(g, 0) < cap:
             seen[g] = seen.get(g, 0) + 1
-            out.append(r)
-            if len(out) == limit:
+            keep[i] = True
+            if keep.sum() == limit:
                 break
-    return np.asarray(out, dtype=np.int64)
+    short = limit - int(keep.sum())
+    if short > 0:
+        keep[np.flatnonzero(~keep)[:short]] = True
+    return rows[keep]
 
 
 class EvidenceBuilder:

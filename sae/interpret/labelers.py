@@ -167,6 +167,8 @@ class LLMLabeler:
     domain: str = "medical images"
     images: Callable[[np.ndarray], np.ndarray] | None = None
     n_images: int = 6
+    max_items: int = 12
+    """Top items shown in the prompt (quantile samples and hard negatives: half as many each)."""
     sibling_labels: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -179,14 +181,14 @@ class LLMLabeler:
         urls = []
         if self.images is not None and len(pack.top):
             urls = [png_data_url(im) for im in self.images(pack.top["row"].to_numpy()[: self.n_images])]
-        return LLMRequest(pack.feature, label_messages(pack, self.domain, sibs, urls), LABEL_SCHEMA, LABEL_VERSION)
+        return LLMRequest(pack.feature, label_messages(pack, self.domain, sibs, urls, self.max_items), LABEL_SCHEMA, LABEL_VERSION)
 
     def _to_label(self, res: LLMResult) -> Label:
         if not res.ok:
             return Label(int(res.key), "", "", 0.0, (), self.id, FAILED, res.error[:500])
         d = res.data
         return Label(int(res.key), _clean(d["label"], 80), _clean(d["description"], 600), float(d["confidence"]),
-                     tuple(_clean(e, 200) for e in d.get("evidence", [])), self.id, OK)
+                     tuple(_clean(e, 200) for e in d.get("evidence", [])[:12]), self.id, OK)
 
     def requests(self, packs: Sequence[FeatureEvidence]) -> list[LLMRequest]:
         return [self.request(p) for p in packs if not p.is_dead]

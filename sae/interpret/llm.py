@@ -54,8 +54,10 @@ class LLMConfig:
     concurrency: int = 4
     temperature: float = 0.0
     max_tokens: int = 400
-    json_mode: bool = True
-    """Ask for ``response_format={"type": "json_object"}`` (turn off for servers that reject it)."""
+    response_format: str = "json_object"
+    """How to ask for JSON: ``json_object`` (OpenAI JSON mode, vLLM), ``json_schema`` (OpenAI structured
+    outputs, vLLM, llama-server, Ollama: the schema constrains decoding), ``json_object+schema``
+    (llama-cpp-python's server), or ``none`` (the prompt alone asks for JSON)."""
     price_input_per_mtok: float = 0.0
     """USD per million input tokens, for the ledger and the dry-run (0 = free / unknown)."""
     price_output_per_mtok: float = 0.0
@@ -217,7 +219,7 @@ class LLMClient:
     def cache_key(self, req: LLMRequest) -> str:
         c = self.config
         doc = {"model": c.model, "prompt_version": req.prompt_version, "messages": req.messages, "schema": req.schema,
-               "temperature": c.temperature, "max_tokens": c.max_tokens, "json_mode": c.json_mode}
+               "temperature": c.temperature, "max_tokens": c.max_tokens, "response_format": c.response_format}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def cost(self, input_tokens: float, output_tokens: float) -> float:
@@ -242,12 +244,25 @@ class LLMClient:
         except ValueError:
             return None
 
-    def _complete(self, messages: list[dict]) -> _Attempt:
+    def _response_format(self, schema: dict) -> dict | None:
+        kind = self.config.response_format
+        if kind == "json_object":
+            return {"type": "json_object"}
+        if kind == "json_object+schema":
+            return {"type": "json_object", "schema": schema}
+        if kind == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": False}}
+        if kind == "none":
+            return None
+        raise LLMError(f"unknown response_format {kind!r}: use json_object, json_schema, json_object+schema or none")
+
+    def _complete(self, messages: list[dict], schema: dict) -> _Attempt:
         """One chat completion, retried on transient failures; raises LLMError when it gives up."""
         o, c = self._openai, self.config
         kwargs: dict[str, Any] = {"model": c.model, "messages": messages, "temperature": c.temperature, "max_tokens": c.max_tokens}
-        if c.json_mode:
-            kwargs["response_format"] = {"type": "json_object"}
+        fmt = self._response_format(schema)
+        if fmt is not None:
+            kwargs["response_format"] = fmt
         last = ""
         for attempt in range(c.max_retries + 1):
             with self._count_lock:
@@ -289,7 +304,7 @@ class LLMClient:
         messages = list(req.messages)
         for round_ in range(2):  # the answer, then one repair
             try:
-                att = self._complete(messages)
+                att = self._complete(messages, req.schema)
             except (_GaveUp, _BadRequest) as e:
                 res.error = str(e)
                 break

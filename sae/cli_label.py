@@ -31,6 +31,8 @@ def add_label_parser(sub) -> None:
     g.add_argument("--model", help="model name (default $SAE_LLM_MODEL)")
     g.add_argument("--base-url", help="e.g. http://127.0.0.1:8080/v1 (default $SAE_LLM_BASE_URL, $OPENAI_BASE_URL, else OpenAI)")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    g.add_argument("--prompt", choices=["contrastive", "compact"], default="contrastive",
+                   help="contrastive: the full evidence (instruction-tuned models); compact: short few-shot prompt (small/base models)")
     g.add_argument("--vision", action="store_true", help="send the top items' thumbnails as images")
     g.add_argument("--concurrency", type=int, default=4)
     g.add_argument("--timeout", type=float, default=60.0)
@@ -58,7 +60,7 @@ def _llm_labeler(args, store):
         if not store.has_image_previews:
             raise SaeError("--vision needs image previews in the store; this one has none")
         images = store.previews
-    return LLMLabeler(LLMClient(cfg), domain=args.domain, images=images)
+    return LLMLabeler(LLMClient(cfg), domain=args.domain, images=images, prompt=args.prompt)
 
 
 def print_labels(labels, n: int = 5) -> None:

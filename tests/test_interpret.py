@@ -248,6 +248,12 @@ def test_vision_prompts_carry_thumbnails(run_ws, builder, fake_openai, tmp_path)
     assert labeler.id.endswith("-vision")
 
 
+def test_llm_confidence_percentages_are_rescaled():
+    from sae.interpret.labelers import _confidence
+
+    assert [_confidence(v) for v in (0.7, 70, 100, -1, 250)] == [0.7, 0.7, 1.0, 0.0, 1.0]
+
+
 def test_label_html_is_escaped():
     frame = pd.DataFrame({"feature": [0], "label": ["<img src=x onerror=alert(1)>"], "status": ["ok"], "confidence": [1.0]})
     html = LabelSet(frame, {"labeler": "<b>x</b>"}, "t")._repr_html_()
@@ -301,3 +307,17 @@ def test_llm_judge_scores_through_the_wrapper(run_ws, builder, tmp_path):
     assert labels.frame["judge"].eq("llm").all()
     assert labels.frame["detection"].between(0, 1).all() and labels.frame["intruder"].between(0, 1).all()
     assert len(kinds) == len(alive) * (1 + 1 + 5)  # a label, a detection and 5 intruder trials per feature
+
+
+def test_compact_prompt_for_small_models(run_ws, builder, fake_openai, tmp_path):
+    ws, run = run_ws
+    labeler = _llm_labeler(fake_openai, tmp_path)
+    labeler.prompt = "compact"
+    f = int(builder.codes.stats()["count"].idxmax())
+    labels = label_run(run, labeler, features=[f], builder=builder, judge=None, progress=False)
+    content = fake_openai.chat_requests()[-1]["body"]["messages"][-1]["content"]
+    assert f"Feature {f} fires on items with:" in content and "pleural effusion" in content  # the worked examples
+    assert labeler.id.endswith("label-compact-v1") and labels.summary["ok"] == 1
+    labeler.prompt = "poetic"
+    with pytest.raises(SaeError, match="unknown prompt"):
+        labeler.request(builder.pack(f))

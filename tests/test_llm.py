@@ -118,7 +118,9 @@ def test_json_is_found_in_fences_and_prose(text):
 
 def test_schema_violations_are_named():
     with pytest.raises(ValueError, match="confidence"):
-        parse_answer(json.dumps({"label": "a", "description": "b", "confidence": 7}), LABEL_SCHEMA)
+        parse_answer(json.dumps({"label": "a", "description": "b", "confidence": "high"}), LABEL_SCHEMA)
+    with pytest.raises(ValueError, match="description"):
+        parse_answer(json.dumps({"label": "a", "confidence": 0.5}), LABEL_SCHEMA)
     with pytest.raises(json.JSONDecodeError):
         extract_json("no json here")
 

@@ -9,7 +9,7 @@ cosine and co-activation) and metadata enrichment with BH-FDR q-values.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -62,7 +62,6 @@ class FeatureEvidence:
     enrichment: pd.DataFrame
     alpha: float = 0.05
     min_lift: float = 1.5
-    sibling_labels: dict[int, str] = field(default_factory=dict)
 
     @property
     def is_dead(self) -> bool:

@@ -18,7 +18,8 @@ import pandas as pd
 from sae.interpret.describe import label_key
 from sae.interpret.evidence import FeatureEvidence
 from sae.interpret.llm import LLMClient, LLMRequest, LLMResult
-from sae.interpret.prompts import LABEL_SCHEMA, LABEL_VERSION, label_messages
+from sae.errors import SaeError
+from sae.interpret.prompts import COMPACT_VERSION, LABEL_SCHEMA, LABEL_VERSION, compact_label_messages, label_messages
 
 OK, FAILED, UNEXPLAINED, DEAD = "ok", "failed", "unexplained", "dead"
 
@@ -150,6 +151,12 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _confidence(value: float) -> float:
+    """Confidence in [0, 1]; a percentage (1 < value <= 100), which models often give, is rescaled."""
+    value = float(value)
+    return float(np.clip(value / 100 if 1 < value <= 100 else value, 0.0, 1.0))
+
+
 def _clean(text: str, limit: int) -> str:
     return re.sub(r"\s+", " ", str(text)).strip()[:limit]
 
@@ -169,15 +176,23 @@ class LLMLabeler:
     n_images: int = 6
     max_items: int = 12
     """Top items shown in the prompt (quantile samples and hard negatives: half as many each)."""
+    prompt: str = "contrastive"
+    """``contrastive`` (the full evidence, for instruction-tuned models) or ``compact`` (a short
+    few-shot prompt over the enriched terms, for small or base local models)."""
     sibling_labels: dict[int, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         model = re.sub(r"[^A-Za-z0-9.]+", "-", str(self.client.config.model)).strip("-")
-        return f"llm-{model}-{LABEL_VERSION}{'-vision' if self.images is not None else ''}"
+        version = COMPACT_VERSION if self.prompt == "compact" else LABEL_VERSION
+        return f"llm-{model}-{version}{'-vision' if self.images is not None else ''}"
 
     def request(self, pack: FeatureEvidence) -> LLMRequest:
         sibs = {int(f): self.sibling_labels[int(f)] for f in pack.siblings["feature"] if int(f) in self.sibling_labels}
+        if self.prompt == "compact":
+            return LLMRequest(pack.feature, compact_label_messages(pack, sibs), LABEL_SCHEMA, COMPACT_VERSION)
+        if self.prompt != "contrastive":
+            raise SaeError(f"unknown prompt {self.prompt!r}: use 'contrastive' or 'compact'")
         urls = []
         if self.images is not None and len(pack.top):
             urls = [png_data_url(im) for im in self.images(pack.top["row"].to_numpy()[: self.n_images])]
@@ -187,7 +202,7 @@ class LLMLabeler:
         if not res.ok:
             return Label(int(res.key), "", "", 0.0, (), self.id, FAILED, res.error[:500])
         d = res.data
-        return Label(int(res.key), _clean(d["label"], 80), _clean(d["description"], 600), float(d["confidence"]),
+        return Label(int(res.key), _clean(d["label"], 80), _clean(d["description"], 600), _confidence(d["confidence"]),
                      tuple(_clean(e, 200) for e in d.get("evidence", [])[:12]), self.id, OK)
 
     def requests(self, packs: Sequence[FeatureEvidence]) -> list[LLMRequest]:

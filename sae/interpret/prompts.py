@@ -7,6 +7,7 @@ from typing import Sequence
 import pandas as pd
 
 LABEL_VERSION = "label-v2"
+COMPACT_VERSION = "label-compact-v1"
 DETECT_VERSION = "detect-v1"
 INTRUDER_VERSION = "intruder-v1"
 
@@ -16,7 +17,7 @@ LABEL_SCHEMA = {
         "label": {"type": "string", "minLength": 1},
         "description": {"type": "string", "minLength": 1},
         "evidence": {"type": "array", "items": {"type": "string"}},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "confidence": {"type": "number"},
     },
     "required": ["label", "description", "confidence"],
 }
@@ -79,6 +80,34 @@ def label_messages(pack, domain: str, sibling_labels: dict[int, str], images: Se
         content = [{"type": "text", "text": body + "\nThe images are the top activating items T1, T2, ... in order."}]
         content += [{"type": "image_url", "image_url": {"url": url, "detail": "low"}} for url in images]
     return [{"role": "system", "content": LABEL_SYSTEM.format(domain=domain)}, {"role": "user", "content": content}]
+
+
+COMPACT_EXAMPLES = """Feature 12 fires on items with: frontal view (90% vs 40% overall), pleural effusion (70% vs 10%).
+Related features are called: "frontal views"; "chest tube".
+{"label": "frontal views with pleural effusion", "description": "Frontal chest images showing a pleural effusion.", "confidence": 0.8}
+
+Feature 7 fires on items with: lateral view (85% vs 30% overall), pacemaker (60% vs 5%), portable (40% vs 20%).
+Related features are called: "lateral views".
+{"label": "lateral views with pacemaker", "description": "Lateral chest images in which a pacemaker is visible.", "confidence": 0.7}
+
+"""
+
+
+def _term_line(enr: pd.DataFrame) -> str:
+    return ", ".join(f"{r.text} ({r.active_frac:.0%} vs {r.base_frac:.0%} overall)" for r in enr.itertuples()) or "no over-represented term"
+
+
+def compact_label_messages(pack, sibling_labels: dict[int, str], max_terms: int = 4) -> list[dict]:
+    """A short few-shot prompt for small or base (not instruction-tuned) local models.
+
+    Two worked examples from another domain (chest X-rays) teach the answer's shape without giving
+    away words; the evidence is reduced to the enriched terms and the sibling labels.
+    """
+    sib = "; ".join(f'"{lab}"' for lab in list(sibling_labels.values())[:3])
+    query = f"Feature {pack.feature} fires on items with: {_term_line(pack.enriched().head(max_terms))}.\n"
+    if sib:
+        query += f"Related features are called: {sib}.\n"
+    return [{"role": "user", "content": COMPACT_EXAMPLES + fence(query).removeprefix("<data>\n").removesuffix("\n</data>")}]
 
 
 def detect_messages(label: str, items: Sequence[str]) -> list[dict]:

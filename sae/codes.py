@@ -172,6 +172,13 @@ class Codes:
         self.store_fingerprint = str(attrs["store_fingerprint"])
         self._fptr = np.asarray(group["features/ptr"][:])
         self._rptr: np.ndarray | None = None
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def _array(self, name: str) -> zarr.Array:
+        """An array of the group, opened once (opening parses its metadata: too slow per feature)."""
+        if name not in self._arrays:
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
     @classmethod
     def open(cls, path: str | os.PathLike, store: Store | None = None) -> "Codes":
@@ -221,7 +228,11 @@ class Codes:
             b = min(b, a + int(top))
         if b <= a:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.asarray(self._group["features/row"][a:b]), np.asarray(self._group["features/value"][a:b])
+        return np.asarray(self._array("features/row")[a:b]), np.asarray(self._array("features/value")[a:b])
+
+    def feature_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The whole inverted index in memory: (ptr, rows, values); feature f owns ptr[f]:ptr[f+1]."""
+        return self._fptr, np.asarray(self._array("features/row")[:]), np.asarray(self._array("features/value")[:])
 
     def rows(self, rows: Sequence[int] | np.ndarray) -> sp.csr_matrix:
         """CSR codes of the given rows (in the given order)."""
@@ -230,7 +241,7 @@ class Codes:
             raise SaeError(f"row numbers must be in [0, {self.n_rows})")
         ptr = self.row_ptr
         starts, stops = ptr[rows], ptr[rows + 1]
-        lat_arr, val_arr = self._group["rows/latent"], self._group["rows/value"]
+        lat_arr, val_arr = self._array("rows/latent"), self._array("rows/value")
         sel = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(rows) else np.zeros(0, np.int64)
         order = np.argsort(sel, kind="stable")
         lat = np.empty(len(sel), np.int32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,25 @@ class TermTable:
     @property
     def n_terms(self) -> int:
         return len(self.terms)
+
+    @cached_property
+    def positive(self) -> np.ndarray:
+        return _positive(self.terms)
+
+    @cached_property
+    def base_frac(self) -> np.ndarray:
+        """Share of all items carrying each term."""
+        return np.asarray(self.matrix.sum(axis=0)).ravel() / max(self.matrix.shape[0], 1)
+
+    @cached_property
+    def phrases(self) -> list[tuple[int, str, str]]:
+        """(term index, normalised text, normalised value if the value alone can name the term, else "")."""
+        out = []
+        for i, t in enumerate(self.terms.itertuples()):
+            value = normalize_label(t.value)
+            named_by_value = t.kind == "str" and value not in GENERIC_VALUES and not value.isdigit()
+            out.append((i, normalize_label(t.text), value if named_by_value else ""))
+        return out
 
 
 def term_text(column: str, value: str, kind: str) -> str:
@@ -101,7 +121,10 @@ def build_terms(meta: pd.DataFrame, kinds: dict[str, str]) -> TermTable:
 
 def positive_terms(table: TermTable) -> np.ndarray:
     """Mask of terms that state a presence (drops "no artifact", "not quality fail", "severity none")."""
-    t = table.terms
+    return table.positive
+
+
+def _positive(t: pd.DataFrame) -> np.ndarray:
     generic = t["value"].astype(str).str.lower().isin(GENERIC_VALUES) & t["kind"].eq("str")
     false_bool = t["kind"].eq("bool") & t["value"].ne("True")
     return ~(generic | false_bool).to_numpy()

@@ -76,4 +76,7 @@ def enrichment_table(active: sp.csr_matrix, terms: TermTable, min_count: int = 1
         "p": pvals[keep],
         "q": qvals[keep],
     })
+    # plain object strings: thousands of tiny per-feature frames are filtered later, and Arrow-backed
+    # strings make every such small operation several times slower
+    df = df.astype({"column": object, "value": object, "text": object})
     return df.sort_values(["feature", "p", "lift"], ascending=[True, True, False], kind="stable").reset_index(drop=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -69,6 +70,10 @@ class FeatureEvidence:
 
     def enriched(self) -> pd.DataFrame:
         """Terms significantly over-represented among the active items (q < alpha, lift >= min_lift)."""
+        return self._enriched
+
+    @cached_property
+    def _enriched(self) -> pd.DataFrame:
         e = self.enrichment
         return e[(e["q"] < self.alpha) & (e["lift"] >= self.min_lift)].sort_values(["q", "lift"], ascending=[True, False])
 
@@ -124,6 +129,7 @@ class EvidenceBuilder:
         self.texts = store.texts(slice(None)) if store.has_text_previews else None
         self.terms: TermTable = build_terms(self.meta, column_kinds(store.columns, self.meta, self.group_key))
         self.stats = codes.stats()
+        self._fptr, self._frows, self._fvals = codes.feature_index()  # nnz x 12 bytes: read once, not per feature
         csr = codes.to_csr()
         self.active = active_matrix(csr)
         self.enrichment = enrichment_table(self.active, self.terms)
@@ -183,6 +189,13 @@ class EvidenceBuilder:
         return df.sort_values("jaccard", ascending=False, kind="stable").reset_index(drop=True)
 
     # -- per feature ---------------------------------------------------------------------------
+    def feature_rows(self, feature: int, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows where ``feature`` fires and its values, strongest first (from the in-memory index)."""
+        f = self.codes._check_feature(feature)
+        a, b = int(self._fptr[f]), int(self._fptr[f + 1])
+        b = min(b, a + int(top)) if top is not None else b
+        return self._frows[a:b], self._fvals[a:b]
+
     def _items(self, rows: np.ndarray, values: np.ndarray, **extra) -> pd.DataFrame:
         rows = np.asarray(rows, dtype=np.int64)
         df = pd.DataFrame({"row": rows, "id": self.ids[rows] if len(rows) else np.zeros(0, str), "activation": values, **extra})
@@ -204,7 +217,7 @@ class EvidenceBuilder:
     def _hard_negatives(self, f: int, own_rows: np.ndarray, siblings: pd.DataFrame) -> pd.DataFrame:
         cand_rows, cand_vals, cand_sib = [], [], []
         for g in siblings["feature"].head(3):
-            rows, vals = self.codes.feature_rows(int(g), top=max(50, 10 * self.cfg.n_negatives))
+            rows, vals = self.feature_rows(int(g), top=max(50, 10 * self.cfg.n_negatives))
             keep = ~np.isin(rows, own_rows)
             scale = max(float(self.stats["max"].iloc[int(g)]), 1e-12)
             cand_rows.append(rows[keep]), cand_vals.append(vals[keep] / scale), cand_sib.append(np.full(keep.sum(), int(g)))
@@ -224,7 +237,7 @@ class EvidenceBuilder:
     def pack(self, feature: int) -> FeatureEvidence:
         """The evidence pack of one feature."""
         f = self.codes._check_feature(feature)
-        rows, vals = self.codes.feature_rows(f)
+        rows, vals = self.feature_rows(f)
         top_rows = _cap_per_group(rows, self.groups, self.cfg.max_per_group, self.cfg.n_top)
         pos = {r: i for i, r in enumerate(rows[: max(len(rows), 1)])}
         top_vals = np.asarray([vals[pos[r]] for r in top_rows], dtype=np.float32)

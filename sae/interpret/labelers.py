@@ -84,12 +84,16 @@ class MetadataLabeler:
     resumable: bool = False
 
     def _candidates(self, pack: FeatureEvidence) -> pd.DataFrame:
+        """Enriched terms describing >= min_share of the active items (else the single best), one per column, by log odds."""
         enr = pack.enriched()
-        strong = enr[enr["active_frac"] >= self.min_share]
-        if strong.empty:
-            strong = enr.head(1)
-        strong = strong.sort_values("log_odds_ratio", ascending=False, kind="stable")
-        return strong.drop_duplicates("column")
+        frac, lor = enr["active_frac"].to_numpy(), enr["log_odds_ratio"].to_numpy()
+        cols = enr["column"].to_numpy(dtype=object)
+        idx = np.flatnonzero(frac >= self.min_share)
+        if len(idx) == 0:
+            idx = np.arange(min(1, len(enr)))
+        idx = idx[np.argsort(-lor[idx], kind="stable")]
+        _, first = np.unique(cols[idx], return_index=True)
+        return enr.iloc[idx[np.sort(first)]]
 
     def _make(self, pack: FeatureEvidence, chosen: pd.DataFrame | None = None) -> Label:
         special = _special(pack, self.id)
@@ -99,16 +103,17 @@ class MetadataLabeler:
         if chosen.empty:
             return Label(pack.feature, "unexplained", "No metadata term is over-represented where this feature fires.",
                          0.0, (), self.id, UNEXPLAINED)
-        texts = list(chosen["text"])
-        parts = [f"{r.active_frac:.0%} {r.text} (vs {r.base_frac:.0%} overall)" for r in chosen.itertuples()]
+        texts = chosen["text"].tolist()
+        rows = list(zip(texts, chosen["active_frac"].tolist(), chosen["base_frac"].tolist(), chosen["lift"].tolist(), chosen["q"].tolist()))
+        parts = [f"{a:.0%} {t} (vs {b:.0%} overall)" for t, a, b, _, _ in rows]
         desc = f"Fires on {pack.stats['rate']:.1%} of items; among them {', '.join(parts)}."
-        evidence = tuple(f"{r.text}: {r.active_frac:.0%} vs {r.base_frac:.0%}, lift {r.lift:.1f}, q={r.q:.1g}" for r in chosen.itertuples())
+        evidence = tuple(f"{t}: {a:.0%} vs {b:.0%}, lift {lift:.1f}, q={q:.1g}" for t, a, b, lift, q in rows)
         conf = _term_match(pack.top["terms"], texts)
         return Label(pack.feature, ", ".join(texts), desc, round(conf, 3), evidence, self.id, OK)
 
     def _contrast(self, group: list[FeatureEvidence], chosen: dict[int, pd.DataFrame]) -> None:
         """Give each member of a duplicate group the enriched term that most separates it from the others."""
-        shares = {p.feature: p.enrichment.set_index("text")["active_frac"] for p in group}
+        shares = {p.feature: dict(zip(p.enrichment["text"].tolist(), p.enrichment["active_frac"].tolist())) for p in group}
         for p in group:
             used = set(chosen[p.feature]["text"])
             cand = p.enriched()
@@ -116,7 +121,8 @@ class MetadataLabeler:
             if cand.empty:
                 continue
             others = [shares[q.feature] for q in group if q.feature != p.feature]
-            gap = cand["active_frac"].to_numpy() - np.mean([[o.get(t, 0.0) for t in cand["text"]] for o in others], axis=0)
+            cand_texts = cand["text"].tolist()
+            gap = cand["active_frac"].to_numpy() - np.mean([[o.get(t, 0.0) for t in cand_texts] for o in others], axis=0)
             best = int(np.argmax(gap))
             if gap[best] > 0.05:
                 chosen[p.feature] = pd.concat([chosen[p.feature], cand.iloc[[best]]])

@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from sae.interpret.describe import GENERIC_VALUES, TermTable, describe_items, label_key, normalize_label
+from sae.interpret.describe import TermTable, describe_items, label_key, normalize_label
 from sae.interpret.evidence import EvidenceBuilder, FeatureEvidence
 from sae.interpret.labelers import OK
 from sae.interpret.llm import LLMClient, LLMRequest
@@ -139,35 +139,33 @@ def _has_phrase(label_norm: str, phrase: str) -> bool:
     return bool(phrase) and f" {phrase} " in f" {label_norm} "
 
 
-def _label_terms(label: str, terms: TermTable) -> pd.DataFrame:
+def _label_terms(label: str, terms: TermTable) -> list[int]:
     """Terms the label names: the term's text as a phrase, or a categorical term's (non-generic) value."""
     lab = normalize_label(label)
-    hits = []
-    for i, t in enumerate(terms.terms.itertuples()):
-        value = normalize_label(t.value)
-        if _has_phrase(lab, normalize_label(t.text)):
-            hits.append(i)
-        elif t.kind == "str" and value not in GENERIC_VALUES and not value.isdigit() and _has_phrase(lab, value):
-            hits.append(i)
-    return terms.terms.iloc[hits]
+    return [i for i, text, value in terms.phrases if _has_phrase(lab, text) or _has_phrase(lab, value)]
 
 
 def metadata_agreement(label: str, pack: FeatureEvidence, terms: TermTable, n_key: int = 2) -> tuple[float, str]:
     """(share of the pack's key enriched terms the label names, contradiction text or "")."""
-    key = pack.enriched().head(n_key)
+    key = pack.enriched()["text"].head(n_key).tolist()
     named = _label_terms(label, terms)
-    named_texts = set(named["text"])
-    agree = float(np.mean([t in named_texts for t in key["text"]])) if len(key) else float("nan")
-    enr = pack.enrichment.set_index("text")
+    all_texts = terms.terms["text"].to_numpy()
+    all_cols = terms.terms["column"].to_numpy()
+    named_texts = {all_texts[i] for i in named}
+    agree = float(np.mean([t in named_texts for t in key])) if key else float("nan")
+    enr = pack.enrichment
+    share = dict(zip(enr["text"].tolist(), enr["active_frac"].tolist()))
+    by_col: dict[str, list[tuple[str, float]]] = {}
+    for text, col, frac in zip(enr["text"].tolist(), enr["column"].tolist(), enr["active_frac"].tolist()):
+        by_col.setdefault(col, []).append((text, frac))
     problems = []
-    for t in named.itertuples():
-        share = float(enr["active_frac"].get(t.text, 0.0))
-        base = float(enr["base_frac"].get(t.text, (terms.matrix[:, t.Index].sum() / max(terms.matrix.shape[0], 1))))
-        same_col = pack.enrichment[(pack.enrichment["column"] == t.column) & (pack.enrichment["text"] != t.text)]
-        dominant = same_col[same_col["active_frac"] >= 0.5]
-        if share < base and len(dominant):
-            d = dominant.iloc[0]
-            problems.append(f"label says '{t.text}' but {d['active_frac']:.0%} of active items are '{d['text']}' ({share:.0%} are '{t.text}')")
+    for i in named:
+        text, col = all_texts[i], all_cols[i]
+        own = share.get(text, 0.0)
+        dominant = [(t, f) for t, f in by_col.get(col, []) if t != text and f >= 0.5]
+        if own < terms.base_frac[i] and dominant:
+            t, f = dominant[0]
+            problems.append(f"label says '{text}' but {f:.0%} of active items are '{t}' ({own:.0%} are '{text}')")
     return agree, "; ".join(problems)
 
 
@@ -184,7 +182,7 @@ class LabelScorer:
         self.b, self.judge, self.cfg = builder, judge, config or ScoringConfig()
 
     def _samples(self, pack: FeatureEvidence, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, _ = self.b.codes.feature_rows(pack.feature)
+        rows, _ = self.b.feature_rows(pack.feature)
         held = rows[~np.isin(rows, pack.shown_rows())]
         m = min(self.cfg.n_detect, len(held))
         pos = held[np.linspace(0, len(held) - 1, m).round().astype(int)] if m else held[:0]

@@ -321,3 +321,46 @@ def test_compact_prompt_for_small_models(run_ws, builder, fake_openai, tmp_path)
     labeler.prompt = "poetic"
     with pytest.raises(SaeError, match="unknown prompt"):
         labeler.request(builder.pack(f))
+
+
+def test_cli_llm_labeling_reads_the_key_from_the_named_variable(run_ws, fake_openai, tmp_path, capsys, monkeypatch):
+    ws, run = run_ws
+    monkeypatch.setenv("MY_LLM_KEY", "sk-from-env-77")
+    assert main(["label", str(ws.path), "--labeler", "llm", "--features", "0-3", "--judge", "none", "--model", "m",
+                 "--base-url", fake_openai.base_url, "--api-key-env", "MY_LLM_KEY", "--cache-dir", str(tmp_path / "c"),
+                 "--prompt", "compact", "--response-format", "json_schema"]) == 0
+    out = capsys.readouterr().out
+    assert "labels llm-m-label-compact-v1:" in out
+    sent = fake_openai.chat_requests()
+    assert sent and all({k.lower(): v for k, v in r["headers"].items()}["authorization"] == "Bearer sk-from-env-77" for r in sent)
+    assert sent[0]["body"]["response_format"]["type"] == "json_schema"
+    assert load_labels(run, "llm-m-label-compact-v1").summary["ok"] >= 1
+
+
+def test_text_stores_put_their_previews_in_the_evidence(tmp_path):
+    """Report-like text previews travel into the item descriptions that labelers and judges read."""
+    from sae.models import SAEConfig
+    from sae.runs import train_run
+    from sae.store import Store
+    from sae.train import TrainConfig
+    from sae.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    n, d = 600, 16
+    finding = rng.choice(["nodule", "effusion", "normal"], n)
+    centers = {"nodule": rng.normal(size=d) * 3, "effusion": rng.normal(size=d) * 3, "normal": np.zeros(d)}
+    x = np.stack([centers[f] for f in finding]) + rng.normal(size=(n, d))
+    texts = [f"report {i}: {f} seen" for i, f in enumerate(finding)]
+    ws = Workspace(tmp_path / "ws")
+    ws.path.mkdir()
+    with Store.create(ws.store_path, d) as store:
+        store.append(x.astype(np.float32), [f"r{i}" for i in range(n)], pd.DataFrame({"finding": finding}), texts=texts)
+    run = train_run(ws, SAEConfig(d_in=d, n_latents=32, k=4), TrainConfig(batch_size=64, epochs=3), progress=False, evaluate=False)
+    store = ws.open_store()
+    builder = EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy(), progress=False)
+    f = int(builder.codes.stats()["count"].idxmax())
+    pack = builder.pack(f)
+    assert all("; text: report" in d or d.startswith("report") for d in pack.top["description"])
+    labels = label_run(run, MetadataLabeler(), builder=builder, progress=False)
+    named = labels.frame[labels.frame["status"] == "ok"]["label"]
+    assert named.str.contains("nodule|effusion|normal").any()

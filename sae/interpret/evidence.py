@@ -126,7 +126,7 @@ class EvidenceBuilder:
         self.meta = store.meta()
         self.groups = self.meta[self.group_key].to_numpy() if self.group_key in self.meta else None
         self.ids = np.asarray(store.ids())
-        self.texts = store.texts(slice(None)) if store.has_text_previews else None
+        self.texts = np.asarray(store.texts(np.arange(store.n_rows))) if store.has_text_previews else None
         self.terms: TermTable = build_terms(self.meta, column_kinds(store.columns, self.meta, self.group_key))
         self.stats = codes.stats()
         self._fptr, self._frows, self._fvals = codes.feature_index()  # nnz x 12 bytes: read once, not per feature

@@ -70,7 +70,7 @@ def print_labels(labels, n: int = 5) -> None:
           f"{s.get('dead', 0)} dead, {s.get('failed', 0)} failed")
     if "detection" in s:
         print(f"  detection balanced accuracy {s['detection']:.3f} (chance 0.5), intruder {s['intruder']:.3f} (chance 0.2), "
-              f"metadata agreement {s['metadata_agreement']:.3f}, duplicate labels {s['duplicate_rate']:.1%}, "
+              f"SAIL's top-2-of-5 {s['sail_top2']:.3f} (chance 0.4), metadata agreement {s['metadata_agreement']:.3f}, duplicate labels {s['duplicate_rate']:.1%}, "
               f"contradictions {s['contradictions']}")
     cols = [c for c in ["feature", "label", "confidence", "detection", "intruder"] if c in labels.frame]
     for title, df in (("best", labels.best(n)), ("worst", labels.worst(n))):

@@ -19,7 +19,7 @@ from sae.interpret.describe import build_terms, describe_items, label_key
 from sae.interpret.enrichment import active_matrix, bh_qvalues, enrichment_table
 from sae.interpret.evidence import FeatureEvidence
 from sae.interpret.labels import LabelSet, labels_path
-from sae.interpret.scoring import argmax_accuracy, duplicate_flags, metadata_agreement, top_m_balanced_accuracy
+from sae.interpret.scoring import argmax_accuracy, duplicate_flags, metadata_agreement, sail_top2, top_m_balanced_accuracy
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -62,6 +62,11 @@ def test_balanced_accuracy_and_intruder_accuracy_handle_ties():
     assert top_m_balanced_accuracy(np.array([0.9, 0.8, 0.1, 0.2]), truth) == 1.0
     assert top_m_balanced_accuracy(np.array([0.1, 0.2, 0.9, 0.8]), truth) == 0.0
     assert top_m_balanced_accuracy(np.ones(4), truth) == 0.5  # a judge that cannot tell scores chance
+    rng = np.random.default_rng(0)
+    truth5 = np.r_[np.ones(3, bool), np.zeros(8, bool)]
+    assert sail_top2(np.r_[np.ones(3), np.zeros(8)], truth5, rng) == 1.0
+    assert sail_top2(np.r_[np.zeros(3), np.ones(8)], truth5, rng) == 0.0
+    assert sail_top2(np.ones(11), truth5, rng) == pytest.approx(0.4)  # chance for a judge that cannot tell
     assert argmax_accuracy(np.array([0, 1, 0, 0, 0]), 1) == 1.0
     assert argmax_accuracy(np.zeros(5), 2) == pytest.approx(0.2)
 

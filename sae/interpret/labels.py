@@ -28,7 +28,6 @@ from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, 
 from sae.models.io import atomic_write_text
 
 LABEL_COLUMNS = ["feature", "label", "description", "confidence", "evidence", "labeler", "status", "error"]
-SCORE_COLUMNS = ["detection", "intruder", "metadata_agreement", "contradiction", "duplicate", "judge"]
 
 
 def labels_path(run_path: Path, labeler_id: str) -> Path:
@@ -131,10 +130,10 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     out.update({s: int((frame["status"] == s).sum()) for s in (OK, UNEXPLAINED, DEAD, FAILED)})
     if "duplicate" in frame and len(ok):
         out["duplicate_rate"] = float(ok["duplicate"].astype(bool).mean())
-        for col in ("detection", "intruder", "metadata_agreement"):
+        for col in ("detection", "intruder", "sail_top2", "metadata_agreement"):
             out[col] = float(ok[col].mean()) if ok[col].notna().any() else float("nan")
         out["contradictions"] = int(ok["contradiction"].astype(str).ne("").sum())
-        out["chance"] = {"detection": 0.5, "intruder": 0.2}
+        out["chance"] = {"detection": 0.5, "intruder": 0.2, "sail_top2": 0.4}
     return out
 
 

@@ -9,6 +9,8 @@
   contradiction flag when the label names a value that is under-represented among the active items
   while another value of the same column dominates.
 - duplicate rate: the share of labeled features whose normalised label another feature also has.
+- sail_top2: SAIL's lenient check on the same judgements (the active item ranked in the top 2 of 5,
+  chance 0.4), reported so the two protocols can be compared on the same labels.
 
 Judges: :class:`EmbeddingJudge` (offline, MiniLM over the items' metadata descriptions) and
 :class:`LLMJudge` (the shared LLM wrapper).
@@ -62,6 +64,22 @@ def top_m_balanced_accuracy(scores: np.ndarray, truth: np.ndarray) -> float:
     tpr = prob[truth].mean()
     tnr = (1 - prob[~truth]).mean()
     return float(0.5 * (tpr + tnr))
+
+
+def sail_top2(scores: np.ndarray, truth: np.ndarray, rng: np.random.Generator, draws: int = 20) -> float:
+    """SAIL's lenient protocol on the same judgements: one active item among 4 inactive ones counts as
+    recognised when ranked 1st or 2nd of the 5 (chance 0.4). Ties are broken in expectation."""
+    scores, truth = np.asarray(scores, float), np.asarray(truth, bool)
+    pos, neg = scores[truth], scores[~truth]
+    if len(pos) == 0 or len(neg) < 4:
+        return float("nan")
+    hits = []
+    for _ in range(draws):
+        s = pos[rng.integers(len(pos))]
+        four = neg[rng.choice(len(neg), 4, replace=False)]
+        above, tied = int((four > s).sum()), int((four == s).sum())
+        hits.append(0.0 if above >= 2 else (1 / (tied + 1) if above == 1 else min(2, tied + 1) / (tied + 1)))
+    return float(np.mean(hits))
 
 
 def argmax_accuracy(scores: np.ndarray, target: int) -> float:
@@ -219,10 +237,12 @@ class LabelScorer:
 
     def score_one(self, pack: FeatureEvidence, label: str, description: str, plan: dict | None = None) -> dict:
         plan = plan or self._plan(pack)
-        out: dict = {"feature": pack.feature, "detection": float("nan"), "intruder": float("nan")}
+        out: dict = {"feature": pack.feature, "detection": float("nan"), "intruder": float("nan"), "sail_top2": float("nan")}
         if plan["detect"] is not None:
             texts, truth = plan["detect"]
-            out["detection"] = top_m_balanced_accuracy(self.judge.detect(label, texts), truth)
+            judged = self.judge.detect(label, texts)
+            out["detection"] = top_m_balanced_accuracy(judged, truth)
+            out["sail_top2"] = sail_top2(judged, truth, np.random.default_rng([self.cfg.seed, pack.feature, 1]))
         if plan["intruder"]:
             out["intruder"] = float(np.mean([argmax_accuracy(self.judge.intruder(t), at) for t, at in plan["intruder"]]))
         out["metadata_agreement"], out["contradiction"] = metadata_agreement(label, pack, self.b.terms)
@@ -240,7 +260,7 @@ class LabelScorer:
             self.judge.prepare(texts, list(ok["label"]))
         rows = [self.score_one(packs[int(r.feature)], r.label, r.description, plans[int(r.feature)])
                 for r in tqdm(list(ok.itertuples()), desc=f"scoring ({self.judge.name})", disable=not progress)]
-        scores = pd.DataFrame(rows, columns=["feature", "detection", "intruder", "metadata_agreement", "contradiction"])
+        scores = pd.DataFrame(rows, columns=["feature", "detection", "intruder", "sail_top2", "metadata_agreement", "contradiction"])
         out = labels[["feature"]].merge(scores, on="feature", how="left")
         out["duplicate"] = False
         out.loc[labels["status"].eq(OK).to_numpy(), "duplicate"] = duplicate_flags(ok["label"]).to_numpy()

@@ -1,0 +1,112 @@
+"""Query plans: the editable, printable form of a query over SAE concepts.
+
+A plan is a tuple of :class:`Concept` (feature, weight, negated) plus metadata filters. Plans are
+immutable: ``add``, ``drop``, ``reweight``, ``negate`` and ``where`` return a new plan, so a user
+can print one, change it and re-run it without surprises.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from sae.errors import SaeError
+
+FILTER_OPS = ("==", "!=", "in", "not in", ">", ">=", "<", "<=")
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One feature in a plan: its weight, whether it is negated, and where it came from."""
+
+    feature: int
+    weight: float = 1.0
+    negated: bool = False
+    label: str = ""
+    phrase: str = ""
+    """The query phrase that produced it ("" when added by hand)."""
+    match: float = float("nan")
+    """How well the phrase matched the feature's label (the planner's confidence)."""
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    query: str
+    concepts: tuple[Concept, ...] = ()
+    filters: tuple[tuple[str, str, Any], ...] = ()
+    planner: str = "manual"
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen = [c.feature for c in self.concepts]
+        if len(seen) != len(set(seen)):
+            raise SaeError(f"a plan names each feature once; duplicates in {seen}")
+        for col, op, _ in self.filters:
+            if op not in FILTER_OPS:
+                raise SaeError(f"unknown filter operator {op!r} on {col!r}; use one of {FILTER_OPS}")
+
+    @property
+    def positives(self) -> tuple[Concept, ...]:
+        return tuple(c for c in self.concepts if not c.negated)
+
+    @property
+    def negatives(self) -> tuple[Concept, ...]:
+        return tuple(c for c in self.concepts if c.negated)
+
+    def _find(self, feature: int) -> int:
+        for i, c in enumerate(self.concepts):
+            if c.feature == int(feature):
+                return i
+        raise SaeError(f"feature {feature} is not in the plan; it has {[c.feature for c in self.concepts]}")
+
+    def add(self, feature: int, weight: float = 1.0, negated: bool = False, label: str = "") -> "QueryPlan":
+        if any(c.feature == int(feature) for c in self.concepts):
+            raise SaeError(f"feature {feature} is already in the plan; use reweight() or negate()")
+        return replace(self, concepts=self.concepts + (Concept(int(feature), float(weight), negated, label),), planner=self._edited())
+
+    def drop(self, feature: int) -> "QueryPlan":
+        i = self._find(feature)
+        return replace(self, concepts=self.concepts[:i] + self.concepts[i + 1 :], planner=self._edited())
+
+    def reweight(self, feature: int, weight: float) -> "QueryPlan":
+        if not weight > 0:
+            raise SaeError("weights must be positive; use negate() to exclude a concept or drop() to remove it")
+        i = self._find(feature)
+        new = replace(self.concepts[i], weight=float(weight))
+        return replace(self, concepts=self.concepts[:i] + (new,) + self.concepts[i + 1 :], planner=self._edited())
+
+    def negate(self, feature: int) -> "QueryPlan":
+        """Flip a concept between required and excluded."""
+        i = self._find(feature)
+        new = replace(self.concepts[i], negated=not self.concepts[i].negated)
+        return replace(self, concepts=self.concepts[:i] + (new,) + self.concepts[i + 1 :], planner=self._edited())
+
+    def where(self, column: str, op: str, value: Any) -> "QueryPlan":
+        """Add a metadata filter, e.g. ``where("orientation", "==", "axial")``."""
+        return replace(self, filters=self.filters + ((column, op, value),), planner=self._edited())
+
+    def _edited(self) -> str:
+        return self.planner if self.planner.endswith("+edited") else f"{self.planner}+edited"
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"feature": c.feature, "label": c.label, "weight": c.weight, "negated": c.negated,
+                              "phrase": c.phrase, "match": c.match} for c in self.concepts],
+                            columns=["feature", "label", "weight", "negated", "phrase", "match"])
+
+    def __str__(self) -> str:
+        parts = [f"{'NOT ' if c.negated else ''}#{c.feature} {c.label!r} x{c.weight:g}" for c in self.concepts]
+        filt = [f"{c} {op} {v!r}" for c, op, v in self.filters]
+        text = " AND ".join(parts) or "(no concepts)"
+        if filt:
+            text += " WHERE " + " AND ".join(filt)
+        return f"plan ({self.planner}) for {self.query!r}: {text}" + "".join(f"\n  note: {n}" for n in self.notes)
+
+    def _repr_html_(self) -> str:
+        chips = "".join(
+            f"<span style='border:1px solid var(--jp-border-color1,#ccc);border-radius:8px;padding:1px 6px;margin:2px'>"
+            f"{'NOT ' if c.negated else ''}#{c.feature} {html.escape(c.label)} &times;{c.weight:g}</span>" for c in self.concepts)
+        notes = "".join(f"<div><i>{html.escape(n)}</i></div>" for n in self.notes)
+        return f"<div><b>plan</b> ({html.escape(self.planner)}) for <q>{html.escape(self.query)}</q><br>{chips}{notes}</div>"

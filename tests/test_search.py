@@ -81,3 +81,19 @@ def test_no_item_with_every_concept_falls_back_with_a_note(run_ws):
         index.search(QueryPlan("empty"))
     with pytest.raises(SaeError, match="unknown feature"):
         index.search(QueryPlan("q").add(10_000))
+
+
+def test_embedding_planner_maps_phrases_to_labels_and_refuses_gibberish():
+    from sae.search import EmbeddingPlanner
+
+    labels = {0: "motion artifact", 1: "bias field artifact", 2: "sagittal orientation", 3: "axial orientation"}
+    planner = EmbeddingPlanner(labels)
+    plan = planner.plan("sagittal slices with motion artifact but no bias field")
+    assert [(c.feature, c.negated) for c in plan.concepts] == [(2, False), (0, False), (1, True)]
+    assert all(c.match >= planner.min_match for c in plan.concepts) and plan.planner == "embedding-minilm"
+    with pytest.raises(SaeError, match="no feature label matches 'qwxz zzkv'.*nearest"):
+        planner.plan("qwxz zzkv")
+    with pytest.raises(SaeError, match="empty query"):
+        planner.plan("  ")
+    with pytest.raises(SaeError, match="no labels yet"):
+        EmbeddingPlanner({})

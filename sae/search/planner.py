@@ -1,0 +1,73 @@
+"""Planners turn text into a :class:`QueryPlan`. The embedding planner is offline (MiniLM by default).
+
+Each phrase of the query (see :func:`split_query`) is embedded and matched against every labeled
+feature's label; the best match above ``min_match`` becomes a concept (negated phrases become
+negated concepts). A phrase that matches nothing well is reported in the plan's notes with its
+nearest labels; a query with no usable phrase raises, so nothing arbitrary is ever returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sae.errors import SaeError
+from sae.search.parse import split_query
+from sae.search.plan import Concept, QueryPlan
+
+
+@dataclass
+class EmbeddingPlanner:
+    """Matches query phrases to feature labels in a sentence-embedding space."""
+
+    labels: dict[int, str]
+    """feature -> label (e.g. ``LabelSet.mapping()``)."""
+    encoder: object | None = None
+    """Anything with ``encode(list[str]) -> array``; default MiniLM (offline)."""
+    min_match: float = 0.45
+    """Cosine below which a phrase is reported as unmatched instead of guessed."""
+    name: str = "embedding-minilm"
+    _features: np.ndarray = field(init=False, repr=False)
+    _emb: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise SaeError("the SAE has no labels yet: run `sae label WORKSPACE` (offline) before searching by text")
+        if self.encoder is None:
+            from sae.encoders import MiniLMEncoder
+
+            self.encoder = MiniLMEncoder()
+        self._features = np.asarray(sorted(self.labels), dtype=np.int64)
+        self._emb = self._embed([self.labels[int(f)] for f in self._features])
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        e = np.asarray(self.encoder.encode(texts, progress=False), dtype=np.float32)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+    def nearest(self, phrase: str, n: int = 3) -> list[tuple[int, str, float]]:
+        """The ``n`` best (feature, label, cosine) for a phrase."""
+        sims = self._emb @ self._embed([phrase])[0]
+        top = np.argsort(-sims, kind="stable")[:n]
+        return [(int(self._features[i]), self.labels[int(self._features[i])], float(sims[i])) for i in top]
+
+    def plan(self, query: str) -> QueryPlan:
+        phrases = split_query(query)
+        if not phrases:
+            raise SaeError("empty query: describe what to find, e.g. 'sagittal slices with motion artifact but no bias field'")
+        concepts: list[Concept] = []
+        notes: list[str] = []
+        for phrase, negated in phrases:
+            best = self.nearest(phrase, 3)
+            f, label, sim = best[0]
+            if sim < self.min_match:
+                near = ", ".join(f"#{g} {lab!r} ({s:.2f})" for g, lab, s in best)
+                notes.append(f"no feature matches {phrase!r} well (best cosine {sim:.2f} < {self.min_match}); nearest: {near}")
+                continue
+            if any(c.feature == f for c in concepts):
+                notes.append(f"{phrase!r} maps to #{f} {label!r}, already in the plan")
+                continue
+            concepts.append(Concept(f, 1.0, negated, label, phrase, sim))
+        if not concepts:
+            raise SaeError(f"no feature label matches {query!r}: " + "; ".join(notes))
+        return QueryPlan(query, tuple(concepts), planner=self.name, notes=tuple(notes))

@@ -97,3 +97,21 @@ def test_embedding_planner_maps_phrases_to_labels_and_refuses_gibberish():
         planner.plan("  ")
     with pytest.raises(SaeError, match="no labels yet"):
         EmbeddingPlanner({})
+
+
+def test_or_groups_count_their_strongest_member(run_ws):
+    from sae.search import Concept
+
+    ws, run = run_ws
+    codes = run.codes()
+    index = ConceptIndex(codes)
+    pres = _dense_presence(index, codes)
+    a, b, c = np.argsort(-(pres > 0).sum(0))[:3]
+    plan = QueryPlan("q", (Concept(int(a), group=0), Concept(int(b), group=0), Concept(int(c), group=1)))
+    assert "OR" in str(plan) and len(plan.groups()) == 2
+    res = index.search(plan, top=10)
+    rows = res.hits["row"].to_numpy()
+    expected = (np.maximum(pres[rows, a], pres[rows, b]) + pres[rows, c]) / 2
+    assert np.allclose(res.hits["score"], expected)
+    eligible = np.flatnonzero(((pres[:, a] > 0) | (pres[:, b] > 0)) & (pres[:, c] > 0))
+    assert set(rows) <= set(eligible)

@@ -1,5 +1,6 @@
 """Answer a query plan from the per-feature inverted lists in ``codes.zarr`` (no scan of every row).
 
+Concepts in one OR-group (a phrase matched by several features) count by their strongest member.
 Presence calibration: a feature's activation is divided by its own 90th percentile among active
 items and clipped to [0, 1], so a weak feature at its typical strength counts as much as a strong
 one at its typical strength. Ranking: AND semantics (a hit shows every positive concept), score =
@@ -67,39 +68,51 @@ class ConceptIndex:
         at = np.minimum(np.searchsorted(prow, rows), len(prow) - 1)
         return np.where(prow[at] == rows, pval[at], 0.0)
 
+    def _group_presence(self, group, rows: np.ndarray) -> np.ndarray:
+        """Presence of an OR-group at ``rows``: the strongest weighted member."""
+        return np.max([c.weight * self.presence_at(c.feature, rows) for c in group], axis=0)
+
+    def _group_rows(self, group) -> np.ndarray:
+        return reduce(np.union1d, [self.posting(c.feature)[0] for c in group])
+
     def _candidates(self, plan: QueryPlan, allowed: np.ndarray | None) -> tuple[np.ndarray, bool, list[str]]:
         notes: list[str] = []
-        pos = plan.positives
+        pos = [g for g in plan.groups() if not g[0].negated]
+        strict = True
         if not pos:
             cand = np.arange(self.n_rows)
-            strict = True
         else:
-            cand = reduce(np.intersect1d, [self.posting(c.feature)[0] for c in pos])
-            strict = True
+            sets = [self._group_rows(g) for g in pos]
+            cand = reduce(np.intersect1d, sets)
             if allowed is not None:
                 cand = cand[allowed[cand]]
             if len(cand) == 0:
-                cand = reduce(np.union1d, [self.posting(c.feature)[0] for c in pos])
-                strict = False
+                cand, strict = reduce(np.union1d, sets), False
                 notes.append("no item shows every concept of the plan: showing items with some of them, best first")
         if allowed is not None:
             cand = cand[allowed[cand]]
         return cand, strict, notes
 
     def search(self, plan: QueryPlan, top: int = 20, allowed: np.ndarray | None = None) -> SearchResult:
-        """Rank items for ``plan``; ``allowed`` (bool per row) restricts the candidates (metadata filters)."""
+        """Rank items for ``plan``; ``allowed`` (bool per row) restricts the candidates (metadata filters).
+
+        Score = mean over positive groups of the group's presence (weights folded in, divided by the
+        total positive weight) minus the presence of every negated group.
+        """
         if not plan.concepts:
             raise SaeError(f"the plan for {plan.query!r} has no concepts; add one with plan.add(feature)")
         if allowed is not None and len(allowed) != self.n_rows:
             raise SaeError(f"the filter mask has {len(allowed)} entries; the codes have {self.n_rows} rows")
         cand, strict, notes = self._candidates(plan, allowed)
+        groups = plan.groups()
+        wsum = sum(max(c.weight for c in g) for g in groups if not g[0].negated) or 1.0
         contrib = {}
-        wsum = sum(c.weight for c in plan.positives) or 1.0
         score = np.zeros(len(cand))
-        for c in plan.concepts:
-            p = self.presence_at(c.feature, cand)
-            part = -c.weight * p if c.negated else c.weight * p / wsum
-            contrib[f"#{c.feature} {c.label}".strip()] = part
+        for g in groups:
+            p = self._group_presence(g, cand)
+            part = -p if g[0].negated else p / wsum
+            name = f"#{g[0].feature} {g[0].label}".strip() + (f" (+{len(g) - 1} OR)" if len(g) > 1 else "")
+            contrib[name] = part
             score += part
         if len(cand) > 4 * top + 1024:  # keep the sort small: only the best candidates matter
             keep = np.argpartition(-score, 4 * top)[: 4 * top]

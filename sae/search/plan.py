@@ -30,6 +30,9 @@ class Concept:
     """The query phrase that produced it ("" when added by hand)."""
     match: float = float("nan")
     """How well the phrase matched the feature's label (the planner's confidence)."""
+    group: int = -1
+    """Concepts sharing a group are alternatives (OR: the strongest counts); groups are ANDed.
+    -1 (the default) puts the concept in a group of its own."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,14 @@ class QueryPlan:
     @property
     def negatives(self) -> tuple[Concept, ...]:
         return tuple(c for c in self.concepts if c.negated)
+
+    def groups(self) -> list[tuple[Concept, ...]]:
+        """Concepts grouped for ranking: one tuple per OR-group (ungrouped concepts stand alone), in plan order."""
+        out: dict = {}
+        for c in self.concepts:
+            key = ("g", c.group, c.negated) if c.group >= 0 else ("f", c.feature)
+            out.setdefault(key, []).append(c)
+        return [tuple(v) for v in out.values()]
 
     def _find(self, feature: int) -> int:
         for i, c in enumerate(self.concepts):
@@ -93,11 +104,18 @@ class QueryPlan:
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"feature": c.feature, "label": c.label, "weight": c.weight, "negated": c.negated,
-                              "phrase": c.phrase, "match": c.match} for c in self.concepts],
-                            columns=["feature", "label", "weight", "negated", "phrase", "match"])
+                              "group": c.group, "phrase": c.phrase, "match": c.match} for c in self.concepts],
+                            columns=["feature", "label", "weight", "negated", "group", "phrase", "match"])
 
     def __str__(self) -> str:
-        parts = [f"{'NOT ' if c.negated else ''}#{c.feature} {c.label!r} x{c.weight:g}" for c in self.concepts]
+        def one(c: Concept) -> str:
+            return f"#{c.feature} {c.label!r} x{c.weight:g}"
+
+        parts = []
+        for grp in self.groups():
+            body = " OR ".join(one(c) for c in grp[:4]) + (f" OR ... ({len(grp)} features)" if len(grp) > 4 else "")
+            body = f"({body})" if len(grp) > 1 else body
+            parts.append(("NOT " if grp[0].negated else "") + body)
         filt = [f"{c} {op} {v!r}" for c, op, v in self.filters]
         text = " AND ".join(parts) or "(no concepts)"
         if filt:

@@ -27,6 +27,10 @@ class EmbeddingPlanner:
     """Anything with ``encode(list[str]) -> array``; default MiniLM (offline)."""
     min_match: float = 0.45
     """Cosine below which a phrase is reported as unmatched instead of guessed."""
+    group_delta: float = 0.05
+    """Every feature whose label is within this cosine of the best match joins the phrase's OR-group
+    (broad attributes such as an orientation are spread over many features); 0 = best match only."""
+    max_group: int = 32
     name: str = "embedding-minilm"
     _features: np.ndarray = field(init=False, repr=False)
     _emb: np.ndarray = field(init=False, repr=False)
@@ -57,17 +61,19 @@ class EmbeddingPlanner:
             raise SaeError("empty query: describe what to find, e.g. 'sagittal slices with motion artifact but no bias field'")
         concepts: list[Concept] = []
         notes: list[str] = []
-        for phrase, negated in phrases:
-            best = self.nearest(phrase, 3)
+        for group, (phrase, negated) in enumerate(phrases):
+            best = self.nearest(phrase, self.max_group)
             f, label, sim = best[0]
             if sim < self.min_match:
-                near = ", ".join(f"#{g} {lab!r} ({s:.2f})" for g, lab, s in best)
+                near = ", ".join(f"#{g} {lab!r} ({s:.2f})" for g, lab, s in best[:3])
                 notes.append(f"no feature matches {phrase!r} well (best cosine {sim:.2f} < {self.min_match}); nearest: {near}")
                 continue
-            if any(c.feature == f for c in concepts):
+            taken = {c.feature for c in concepts}
+            members = [(g, lab, s) for g, lab, s in best if s >= max(self.min_match, sim - self.group_delta) and g not in taken]
+            if not members:
                 notes.append(f"{phrase!r} maps to #{f} {label!r}, already in the plan")
                 continue
-            concepts.append(Concept(f, 1.0, negated, label, phrase, sim))
+            concepts += [Concept(g, 1.0, negated, lab, phrase, s, group) for g, lab, s in members]
         if not concepts:
             raise SaeError(f"no feature label matches {query!r}: " + "; ".join(notes))
         return QueryPlan(query, tuple(concepts), planner=self.name, notes=tuple(notes))

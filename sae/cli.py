@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sae.cli_label import add_label_parser
 
     add_label_parser(sub)
+    from sae.cli_search import add_search_parser
+
+    add_search_parser(sub)
     return parser
 
 

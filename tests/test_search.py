@@ -115,3 +115,26 @@ def test_or_groups_count_their_strongest_member(run_ws):
     assert np.allclose(res.hits["score"], expected)
     eligible = np.flatnonzero(((pres[:, a] > 0) | (pres[:, b] > 0)) & (pres[:, c] > 0))
     assert set(rows) <= set(eligible)
+
+
+def test_cli_search_prints_plan_and_hits_and_explains_bad_input(run_ws, capsys):
+    from sae.cli import main
+    from sae.interpret import MetadataLabeler, label_run
+    from sae.search.searcher import filter_mask
+
+    ws, run = run_ws
+    assert main(["search", str(ws.path), "axial slices"]) == 2  # no labels yet
+    assert "no labels" in capsys.readouterr().err
+    label_run(run, MetadataLabeler(), judge=None, progress=False)
+    assert main(["search", str(ws.path), "axial orientation", "--top", "3", "--where", "orientation=axial"]) == 0
+    out = capsys.readouterr().out
+    assert "plan (embedding-minilm+edited)" in out and "WHERE orientation == 'axial'" in out
+    lines = [l for l in out.splitlines() if "axial" in l and "_axi_" in l]
+    assert len(lines) == 3  # every hit passes the filter
+    assert main(["search", str(ws.path), "zzqx vvkw"]) == 2
+    assert "nearest" in capsys.readouterr().err
+    assert main(["search", str(ws.path), "axial orientation", "--where", "nope=1"]) == 2
+    assert "unknown column 'nope'" in capsys.readouterr().err
+    meta = ws.open_store().meta()
+    assert filter_mask(meta, [("quality_fail", "==", "true")]).sum() == meta["quality_fail"].sum()
+    assert filter_mask(meta, [("slice_index", ">", "100")]).sum() == (meta["slice_index"] > 100).sum()

@@ -87,6 +87,7 @@ def cmd_label(args) -> int:
 
     from sae.interpret import MetadataLabeler, label_run
     from sae.interpret.evidence import EvidenceBuilder
+    from sae.interpret.labels import sibling_labels
     from sae.runs import SAERun
     from sae.workspace import Workspace
 
@@ -102,7 +103,7 @@ def cmd_label(args) -> int:
             return 0
         builder = EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy())
         packs = builder.packs(features)
-        labeler.sibling_labels = {l.feature: l.label for l in MetadataLabeler().label_many(packs, progress=False)}
+        labeler.sibling_labels = sibling_labels(builder, {p.feature: p for p in packs})  # the prompts label_run sends
         print(json.dumps(labeler.client.estimate(labeler.requests(packs)), indent=2))
         return 0
     labels = label_run(run, labeler, features=features, judge=None if args.judge == "none" else args.judge)

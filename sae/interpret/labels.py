@@ -102,7 +102,7 @@ def _previous(run_path: Path, labeler_id: str, fingerprint: str) -> dict[int, di
     return {f: r for f, r in done.items() if r["status"] != FAILED}
 
 
-def _sibling_labels(builder: EvidenceBuilder, packs: dict[int, FeatureEvidence]) -> dict[int, str]:
+def sibling_labels(builder: EvidenceBuilder, packs: dict[int, FeatureEvidence]) -> dict[int, str]:
     """Offline labels of every sibling of the packs (what an LLM is told related features are called)."""
     sibs = {int(g) for p in packs.values() for g in p.siblings["feature"]}
     extra = [builder.pack(g) for g in sorted(sibs - set(packs))]
@@ -147,7 +147,7 @@ def label_run(run, labeler: Labeler, *, features: Sequence[int] | None = None, b
     feats = list(range(builder.codes.n_latents)) if features is None else sorted({builder.codes._check_feature(f) for f in features})
     packs = {p.feature: p for p in builder.packs(feats)}
     if hasattr(labeler, "sibling_labels") and not labeler.sibling_labels:
-        labeler.sibling_labels = _sibling_labels(builder, packs)
+        labeler.sibling_labels = sibling_labels(builder, packs)
     # offline labelers are instant and deterministic: always recompute (their code may have changed)
     done = _previous(run.path, labeler.id, store.fingerprint) if getattr(labeler, "resumable", True) else {}
     todo = [packs[f] for f in feats if f not in done]

@@ -91,10 +91,10 @@ class FeatureEvidence:
 
 
 def _cap_per_group(rows: np.ndarray, groups: np.ndarray | None, cap: int, limit: int) -> np.ndarray:
-    """First ``limit`` rows (already ranked) with at most ``cap`` per group; when the groups run out
-    (fewer groups than limit / cap), the best remaining rows fill the list. Rank order is kept."""
+    """Positions of the first ``limit`` rows (already ranked) with at most ``cap`` per group; when the
+    groups run out (fewer groups than limit / cap), the best remaining rows fill the list. Rank order is kept."""
     if groups is None or cap <= 0:
-        return rows[:limit]
+        return np.arange(min(limit, len(rows)))
     seen: dict = {}
     keep = np.zeros(len(rows), bool)
     for i, r in enumerate(rows):
@@ -107,7 +107,7 @@ def _cap_per_group(rows: np.ndarray, groups: np.ndarray | None, cap: int, limit:
     short = limit - int(keep.sum())
     if short > 0:
         keep[np.flatnonzero(~keep)[:short]] = True
-    return rows[keep]
+    return np.flatnonzero(keep)
 
 
 class EvidenceBuilder:
@@ -130,8 +130,9 @@ class EvidenceBuilder:
         self.terms: TermTable = build_terms(self.meta, column_kinds(store.columns, self.meta, self.group_key))
         self.stats = codes.stats()
         self._fptr, self._frows, self._fvals = codes.feature_index()  # nnz x 12 bytes: read once, not per feature
-        csr = codes.to_csr()
-        self.active = active_matrix(csr)
+        # the inverted index is the codes in column-major form: no second read of the row-major copy
+        by_feature = sp.csc_matrix((self._fvals, self._frows, self._fptr), shape=(codes.n_rows, codes.n_latents))
+        self.active = active_matrix(by_feature.tocsr())
         self.enrichment = enrichment_table(self.active, self.terms)
         bounds = np.searchsorted(self.enrichment["feature"].to_numpy(), np.arange(codes.n_latents + 1))
         self._enr_bounds = bounds
@@ -149,7 +150,7 @@ class EvidenceBuilder:
         """Per feature: nearest features by decoder cosine and by co-activation (Jaccard)."""
         n, k = self.codes.n_latents, self.cfg.n_siblings
         co, counts = self._coactivation()
-        cos_top = None
+        cos_top, w = None, None
         if decoder is not None:
             w = np.asarray(decoder, dtype=np.float32)
             if w.shape[0] != n:
@@ -173,19 +174,16 @@ class EvidenceBuilder:
             if cos_top is not None:
                 idx, _ = cos_top[f // 2048]
                 cand |= set(idx[f % 2048][: k - len(cand)].tolist())
-            out[f] = self._sibling_frame(f, sorted(cand), co, counts, decoder)
+            out[f] = self._sibling_frame(f, sorted(cand), co, counts, w)
         return out
 
-    def _sibling_frame(self, f: int, cand: list[int], co: sp.csr_matrix, counts: np.ndarray, decoder) -> pd.DataFrame:
+    def _sibling_frame(self, f: int, cand: list[int], co: sp.csr_matrix, counts: np.ndarray, w_unit: np.ndarray | None) -> pd.DataFrame:
         cand_arr = np.asarray(cand, dtype=np.int64)
         inter = np.asarray(co[f, cand_arr].todense()).ravel() if len(cand_arr) else np.zeros(0)
         jac = inter / np.maximum(counts[f] + counts[cand_arr] - inter, 1) if len(cand_arr) else np.zeros(0)
         df = pd.DataFrame({"feature": cand_arr, "jaccard": jac, "p_sibling_given_feature": inter / max(counts[f], 1)})
-        if decoder is not None and len(cand_arr):
-            w = np.asarray(decoder, dtype=np.float32)
-            wf = w[f] / max(np.linalg.norm(w[f]), 1e-12)
-            wc = w[cand_arr] / np.maximum(np.linalg.norm(w[cand_arr], axis=1, keepdims=True), 1e-12)
-            df["decoder_cos"] = wc @ wf
+        if w_unit is not None and len(cand_arr):
+            df["decoder_cos"] = w_unit[cand_arr] @ w_unit[f]
         return df.sort_values("jaccard", ascending=False, kind="stable").reset_index(drop=True)
 
     # -- per feature ---------------------------------------------------------------------------
@@ -196,10 +194,15 @@ class EvidenceBuilder:
         b = min(b, a + int(top)) if top is not None else b
         return self._frows[a:b], self._fvals[a:b]
 
+    def describe(self, rows: np.ndarray) -> list[str]:
+        """What a labeler or judge reads about each row: its metadata terms and text preview."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return describe_items(self.terms, rows, self.texts[rows] if self.texts is not None else None)
+
     def _items(self, rows: np.ndarray, values: np.ndarray, **extra) -> pd.DataFrame:
         rows = np.asarray(rows, dtype=np.int64)
         df = pd.DataFrame({"row": rows, "id": self.ids[rows] if len(rows) else np.zeros(0, str), "activation": values, **extra})
-        df["description"] = describe_items(self.terms, rows, self.texts[rows] if self.texts is not None else None)
+        df["description"] = self.describe(rows)
         df["terms"] = item_terms(self.terms, rows)
         return df
 
@@ -229,18 +232,15 @@ class EvidenceBuilder:
         _, first = np.unique(rows, return_index=True)
         first = np.sort(first)
         rows, score, sib = rows[first], score[first], sib[first]
-        chosen = _cap_per_group(rows, self.groups, self.cfg.max_per_group, self.cfg.n_negatives)
-        pos = {r: i for i, r in enumerate(rows)}
-        idx = np.asarray([pos[r] for r in chosen], dtype=np.int64)
-        return self._items(chosen, np.zeros(len(chosen), np.float32), sibling=sib[idx], sibling_activation=score[idx])
+        idx = _cap_per_group(rows, self.groups, self.cfg.max_per_group, self.cfg.n_negatives)
+        return self._items(rows[idx], np.zeros(len(idx), np.float32), sibling=sib[idx], sibling_activation=score[idx])
 
     def pack(self, feature: int) -> FeatureEvidence:
         """The evidence pack of one feature."""
         f = self.codes._check_feature(feature)
         rows, vals = self.feature_rows(f)
-        top_rows = _cap_per_group(rows, self.groups, self.cfg.max_per_group, self.cfg.n_top)
-        pos = {r: i for i, r in enumerate(rows[: max(len(rows), 1)])}
-        top_vals = np.asarray([vals[pos[r]] for r in top_rows], dtype=np.float32)
+        top = _cap_per_group(rows, self.groups, self.cfg.max_per_group, self.cfg.n_top)
+        top_rows, top_vals = rows[top], vals[top].astype(np.float32)
         rng = np.random.default_rng([self.cfg.seed, f])
         quant = self._quantile_sample(rows, vals, top_rows, rng)
         siblings = self._siblings[f]

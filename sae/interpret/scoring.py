@@ -24,7 +24,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from sae.interpret.describe import TermTable, describe_items, label_key, normalize_label
+from sae.interpret.describe import TermTable, label_key, normalize_label
 from sae.interpret.evidence import EvidenceBuilder, FeatureEvidence
 from sae.interpret.labelers import OK
 from sae.interpret.llm import LLMClient, LLMRequest
@@ -214,9 +214,6 @@ class LabelScorer:
         strong = rows[: max(4, len(rows) // 2)]
         return pos, neg, strong
 
-    def _describe(self, rows: np.ndarray) -> list[str]:
-        texts = self.b.texts[rows] if self.b.texts is not None else None
-        return describe_items(self.b.terms, rows, texts)
 
     def _plan(self, pack: FeatureEvidence) -> dict:
         """The held-out items one feature is scored on (seeded per feature, so scores are reproducible)."""
@@ -227,12 +224,12 @@ class LabelScorer:
         if m >= 2:
             items = np.concatenate([pos[:m], neg[:m]])
             perm = rng.permutation(2 * m)
-            plan["detect"] = (self._describe(items[perm]), np.r_[np.ones(m, bool), np.zeros(m, bool)][perm])
+            plan["detect"] = (self.b.describe(items[perm]), np.r_[np.ones(m, bool), np.zeros(m, bool)][perm])
         for t in range(self.cfg.n_intruder_trials if len(strong) >= 4 and len(neg) > m else 0):
             four = rng.choice(strong, 4, replace=False)
             intr = neg[min(m + t, len(neg) - 1)]
             at = int(rng.integers(5))
-            plan["intruder"].append((self._describe(np.insert(four, at, intr)), at))
+            plan["intruder"].append((self.b.describe(np.insert(four, at, intr)), at))
         return plan
 
     def score_one(self, pack: FeatureEvidence, label: str, description: str, plan: dict | None = None) -> dict:

@@ -67,14 +67,9 @@ def stage_label(ws: Workspace, opts: DemoOptions) -> str:
     """Stage 3: every feature labeled offline from its enriched metadata, scored by the MiniLM judge."""
     from sae.cli_label import print_labels
     from sae.interpret import MetadataLabeler, label_run
-    from sae.interpret.labels import labels_path
     from sae.runs import SAERun
 
-    run = SAERun.find(ws)
-    labeler = MetadataLabeler()
-    if opts.rebuild:
-        labels_path(run.path, labeler.id).unlink(missing_ok=True)
-    labels = label_run(run, labeler)
+    labels = label_run(SAERun.find(ws), MetadataLabeler())  # offline labels are always recomputed (not resumed)
     print_labels(labels, n=5)
     s = labels.summary
     return (f"{s['ok']} of {s['features']} features labeled offline ({s['unexplained']} unexplained, {s['dead']} dead); "

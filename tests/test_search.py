@@ -76,7 +76,7 @@ def test_no_item_with_every_concept_falls_back_with_a_note(run_ws):
     if pair is None:
         pytest.skip("every pair of features co-fires somewhere in this small demo")
     res = index.search(QueryPlan("q").add(pair[0]).add(pair[1]), top=5)
-    assert not res.strict and "no item shows every concept" in res.notes[0] and len(res.hits) == 5
+    assert not res.strict and "no item shows every required concept" in res.notes[0] and len(res.hits) == 5
     with pytest.raises(SaeError, match="has no concepts"):
         index.search(QueryPlan("empty"))
     with pytest.raises(SaeError, match="unknown feature"):

@@ -1,18 +1,19 @@
 """Answer a query plan from the per-feature inverted lists in ``codes.zarr`` (no scan of every row).
 
-Concepts in one OR-group (a phrase matched by several features) count by their strongest member.
 Presence calibration: a feature's activation is divided by its own 90th percentile among active
-items and clipped to [0, 1], so a weak feature at its typical strength counts as much as a strong
-one at its typical strength. Ranking: AND semantics (a hit shows every positive concept), score =
-weighted mean of the positive presences minus the weighted presences of negated concepts. When no
-item shows every positive concept the search falls back to partial matches and says so.
+items (the *ratio*) and clipped to [0, 1] (the *presence*), so a weak feature at its typical strength
+counts as much as a strong one at its typical strength. Concepts in one OR-group (a phrase matched by
+several features) count by their strongest member. Ranking: AND semantics over required groups (a
+hit shows every required concept), score = weighted mean of the positive presences (required and
+soft) minus the weighted presences of negated concepts; ties (several items at full presence) are
+broken by the summed unclipped ratios, then by row. When no item shows every required concept the
+search falls back to partial matches and says so.
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from functools import reduce
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,11 @@ import pandas as pd
 from sae.codes import Codes
 from sae.errors import SaeError
 from sae.search.plan import QueryPlan
+
+POOLING = ("max", "mean")
+COMBINE = ("noisy_or", "max")
+"""How an OR-group's members combine: noisy-OR (1 - prod(1 - w p): several members agreeing count
+more than one, which separates items that truly show a broad attribute) or the strongest member."""
 
 
 @dataclass
@@ -29,18 +35,44 @@ class SearchResult:
     plan: QueryPlan
     hits: pd.DataFrame
     strict: bool = True
-    """True when every hit shows every positive concept (False: partial matches, see notes)."""
+    """True when every hit shows every required concept (False: partial matches, see notes)."""
     notes: list[str] = field(default_factory=list)
+    previews: object | None = None
+    """Optional ``rows -> list of HTML snippets`` (thumbnails or text) used by ``_repr_html_``."""
 
     def _repr_html_(self) -> str:
         notes = "".join(f"<div><i>{html.escape(n)}</i></div>" for n in self.notes)
-        return f"<div>{self.plan._repr_html_()}{notes}{self.hits.head(20).to_html(index=False)}</div>"
+        table = self.hits.head(20).drop(columns=["row"], errors="ignore")
+        if self.previews is not None and "row" in self.hits:
+            table = table.copy()
+            table.insert(0, "preview", self.previews(self.hits["row"].head(20).to_numpy()))
+        return f"<div>{self.plan._repr_html_()}{notes}{table.to_html(index=False, escape=True, formatters=_raw_preview(table))}</div>"
+
+
+def _raw_preview(table: pd.DataFrame) -> dict:
+    """The preview column holds HTML we built (escaped text or <img> data URIs); everything else is escaped."""
+    return {"preview": lambda s: s} if "preview" in table else {}
+
+
+@dataclass
+class Scored:
+    """Every candidate of a plan with its score (before the top-k cut)."""
+
+    rows: np.ndarray
+    score: np.ndarray
+    tiebreak: np.ndarray
+    contrib: dict[str, np.ndarray]
+    strict: bool
+    notes: list[str]
 
 
 class ConceptIndex:
     """Posting lists (rows sorted by row number) with calibrated presences, per feature."""
 
-    def __init__(self, codes: Codes, quantile: str = "q90"):
+    def __init__(self, codes: Codes, quantile: str = "q90", combine: str = "noisy_or"):
+        if combine not in COMBINE:
+            raise SaeError(f"unknown OR-group combination {combine!r}; use one of {COMBINE}")
+        self.combine = combine
         stats = codes.stats()
         if quantile not in stats:
             raise SaeError(f"unknown calibration {quantile!r}; the codes have {list(stats.columns)}")
@@ -48,77 +80,135 @@ class ConceptIndex:
         self._ptr, rows, vals = codes.feature_index()
         scale = stats[quantile].to_numpy(np.float64)
         self.scale = np.where(scale > 0, scale, np.maximum(stats["max"].to_numpy(np.float64), 1e-12))
+        counts = np.diff(self._ptr)
         # re-sort each posting list by row once, so intersections and lookups are merges
-        order = np.lexsort((rows, np.repeat(np.arange(self.n_latents), np.diff(self._ptr))))
+        order = np.lexsort((rows, np.repeat(np.arange(self.n_latents), counts)))
         self._rows = rows[order].astype(np.int64)
-        self._presence = np.clip(vals[order] / np.repeat(self.scale, np.diff(self._ptr)), 0.0, 1.0)
+        self._ratio = (vals[order] / np.repeat(self.scale, counts)).astype(np.float32)
+
+    def _check(self, feature: int) -> int:
+        if not 0 <= int(feature) < self.n_latents:
+            raise SaeError(f"unknown feature {feature}: this SAE has features 0..{self.n_latents - 1}")
+        return int(feature)
 
     def posting(self, feature: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows ascending, presence in [0, 1]) of one feature."""
-        if not 0 <= int(feature) < self.n_latents:
-            raise SaeError(f"unknown feature {feature}: this SAE has features 0..{self.n_latents - 1}")
-        a, b = self._ptr[int(feature)], self._ptr[int(feature) + 1]
-        return self._rows[a:b], self._presence[a:b]
+        f = self._check(feature)
+        a, b = self._ptr[f], self._ptr[f + 1]
+        return self._rows[a:b], np.minimum(self._ratio[a:b], 1.0)
+
+    def ratio_at(self, feature: int, rows: np.ndarray) -> np.ndarray:
+        """Activation / calibration quantile of ``feature`` at each of ``rows`` (0 where it does not fire)."""
+        f = self._check(feature)
+        a, b = self._ptr[f], self._ptr[f + 1]
+        prow = self._rows[a:b]
+        if len(prow) == 0:
+            return np.zeros(len(rows), np.float32)
+        at = np.minimum(np.searchsorted(prow, rows), len(prow) - 1)
+        return np.where(prow[at] == rows, self._ratio[a:b][at], np.float32(0.0))
 
     def presence_at(self, feature: int, rows: np.ndarray) -> np.ndarray:
-        """Presence of ``feature`` at each of ``rows`` (0 where it does not fire)."""
-        prow, pval = self.posting(feature)
-        if len(prow) == 0:
-            return np.zeros(len(rows))
-        at = np.minimum(np.searchsorted(prow, rows), len(prow) - 1)
-        return np.where(prow[at] == rows, pval[at], 0.0)
+        """Presence in [0, 1] of ``feature`` at each of ``rows``."""
+        return np.minimum(self.ratio_at(feature, rows), 1.0)
 
-    def _group_presence(self, group, rows: np.ndarray) -> np.ndarray:
-        """Presence of an OR-group at ``rows``: the strongest weighted member."""
-        return np.max([c.weight * self.presence_at(c.feature, rows) for c in group], axis=0)
+    def activation_at(self, feature: int, rows: np.ndarray) -> np.ndarray:
+        """Raw SAE activation of ``feature`` at each of ``rows``."""
+        return self.ratio_at(feature, rows) * self.scale[self._check(feature)]
 
-    def _group_rows(self, group) -> np.ndarray:
-        return reduce(np.union1d, [self.posting(c.feature)[0] for c in group])
+    def _union(self, features) -> np.ndarray:
+        return np.unique(np.concatenate([self.posting(f)[0] for f in features] or [np.zeros(0, np.int64)]))
+
+    def _intersection(self, groups) -> np.ndarray:
+        sets = sorted((self._union(c.feature for c in g) for g in groups), key=len)
+        out = sets[0]
+        for s in sets[1:]:
+            out = out[np.isin(out, s, assume_unique=True)]
+        return out
 
     def _candidates(self, plan: QueryPlan, allowed: np.ndarray | None) -> tuple[np.ndarray, bool, list[str]]:
+        groups = [g for g in plan.groups() if not g[0].negated]
+        required = [g for g in groups if g[0].required]
         notes: list[str] = []
-        pos = [g for g in plan.groups() if not g[0].negated]
         strict = True
-        if not pos:
-            cand = np.arange(self.n_rows)
-        else:
-            sets = [self._group_rows(g) for g in pos]
-            cand = reduce(np.intersect1d, sets)
+        if required:
+            cand = self._intersection(required)
             if allowed is not None:
                 cand = cand[allowed[cand]]
             if len(cand) == 0:
-                cand, strict = reduce(np.union1d, sets), False
-                notes.append("no item shows every concept of the plan: showing items with some of them, best first")
+                cand, strict = self._union(c.feature for g in required for c in g), False
+                notes.append("no item shows every required concept of the plan: showing items with some of them, best first")
+        elif groups:
+            cand = self._union(c.feature for g in groups for c in g)
+        else:
+            cand = np.arange(self.n_rows)
         if allowed is not None:
             cand = cand[allowed[cand]]
         return cand, strict, notes
 
-    def search(self, plan: QueryPlan, top: int = 20, allowed: np.ndarray | None = None) -> SearchResult:
-        """Rank items for ``plan``; ``allowed`` (bool per row) restricts the candidates (metadata filters).
-
-        Score = mean over positive groups of the group's presence (weights folded in, divided by the
-        total positive weight) minus the presence of every negated group.
-        """
+    def score(self, plan: QueryPlan, allowed: np.ndarray | None = None) -> Scored:
+        """Score every candidate of ``plan``; ``allowed`` (bool per row) restricts the candidates."""
         if not plan.concepts:
             raise SaeError(f"the plan for {plan.query!r} has no concepts; add one with plan.add(feature)")
+        for c in plan.concepts:
+            self._check(c.feature)
         if allowed is not None and len(allowed) != self.n_rows:
             raise SaeError(f"the filter mask has {len(allowed)} entries; the codes have {self.n_rows} rows")
         cand, strict, notes = self._candidates(plan, allowed)
         groups = plan.groups()
         wsum = sum(max(c.weight for c in g) for g in groups if not g[0].negated) or 1.0
-        contrib = {}
+        contrib: dict[str, np.ndarray] = {}
         score = np.zeros(len(cand))
+        tiebreak = np.zeros(len(cand))
         for g in groups:
-            p = self._group_presence(g, cand)
+            ratios = np.stack([c.weight * self.ratio_at(c.feature, cand) for c in g])
+            pres = np.minimum(ratios, np.array([[c.weight] for c in g]))
+            top_w = max(c.weight for c in g)
+            p = pres.max(0) if self.combine == "max" or len(g) == 1 else top_w * (1.0 - np.prod(1.0 - pres / top_w, axis=0))
             part = -p if g[0].negated else p / wsum
-            name = f"#{g[0].feature} {g[0].label}".strip() + (f" (+{len(g) - 1} OR)" if len(g) > 1 else "")
-            contrib[name] = part
+            if not g[0].negated:
+                tiebreak += ratios.max(0) if self.combine == "max" else ratios.sum(0)
+            name = f"{'NOT ' if g[0].negated else ''}#{g[0].feature} {g[0].label}".strip() + (f" (+{len(g) - 1} OR)" if len(g) > 1 else "")
+            contrib[name] = contrib.get(name, 0) + part
             score += part
-        if len(cand) > 4 * top + 1024:  # keep the sort small: only the best candidates matter
-            keep = np.argpartition(-score, 4 * top)[: 4 * top]
-            cand, score = cand[keep], score[keep]
-            contrib = {k: v[keep] for k, v in contrib.items()}
-        order = np.lexsort((cand, -score))[:top]
-        hits = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "row": cand[order], "score": score[order],
-                             **{k: v[order] for k, v in contrib.items()}})
-        return SearchResult(plan, hits, strict, notes)
+        return Scored(cand, score, tiebreak, contrib, strict, notes)
+
+    def search(self, plan: QueryPlan, top: int = 20, allowed: np.ndarray | None = None) -> SearchResult:
+        """Rank items for ``plan``: the ``top`` best with their per-concept contributions."""
+        s = self.score(plan, allowed)
+        keep = np.arange(len(s.rows))
+        if len(keep) > 4 * top + 1024:  # keep the sort small: only the best candidates matter
+            keep = np.argpartition(-s.score, 4 * top)[: 4 * top]
+        order = keep[np.lexsort((s.rows[keep], -s.tiebreak[keep], -s.score[keep]))][:top]
+        hits = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "row": s.rows[order], "score": s.score[order],
+                             **{k: v[order] for k, v in s.contrib.items()}})
+        return SearchResult(plan, hits, s.strict, s.notes)
+
+    def rank_groups(self, plan: QueryPlan, group_codes: np.ndarray, group_names: np.ndarray, pool: str = "max",
+                    top: int = 20, allowed: np.ndarray | None = None) -> pd.DataFrame:
+        """Rank groups (volumes, studies, patients) by pooling their items' scores.
+
+        ``max``: a group is as good as its best item (find studies that contain the finding);
+        ``mean``: the average over all of the group's (allowed) items, items without the concepts
+        counting 0 (find studies where the finding is widespread).
+        """
+        if pool not in POOLING:
+            raise SaeError(f"unknown pooling {pool!r}; use one of {POOLING}")
+        s = self.score(plan, allowed)
+        n_groups = len(group_names)
+        codes = group_codes[s.rows]
+        sizes = np.bincount(group_codes if allowed is None else group_codes[allowed], minlength=n_groups)
+        hits = np.bincount(codes, weights=(s.score > 0), minlength=n_groups)
+        if pool == "max":
+            value = np.full(n_groups, -np.inf)
+            np.maximum.at(value, codes, s.score)
+        else:
+            value = np.bincount(codes, weights=s.score, minlength=n_groups) / np.maximum(sizes, 1)
+        best = np.full(n_groups, -1)
+        order = np.lexsort((-s.score, codes))  # per group, its best item first
+        first = np.unique(codes[order], return_index=True)
+        best[first[0]] = s.rows[order[first[1]]]
+        present = np.flatnonzero(hits > 0)
+        ranked = present[np.lexsort((present, -value[present]))][:top]
+        return pd.DataFrame({"rank": np.arange(1, len(ranked) + 1), "group": group_names[ranked], "score": value[ranked],
+                             "items": sizes[ranked], "items_with_concepts": hits[ranked].astype(int),
+                             "best_row": best[ranked], "pooling": pool})

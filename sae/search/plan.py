@@ -33,6 +33,9 @@ class Concept:
     group: int = -1
     """Concepts sharing a group are alternatives (OR: the strongest counts); groups are ANDed.
     -1 (the default) puts the concept in a group of its own."""
+    required: bool = True
+    """False for a soft concept (e.g. one of an example item's features): it adds to the score but
+    a hit need not show it. Negated concepts always penalise."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class QueryPlan:
         """Concepts grouped for ranking: one tuple per OR-group (ungrouped concepts stand alone), in plan order."""
         out: dict = {}
         for c in self.concepts:
-            key = ("g", c.group, c.negated) if c.group >= 0 else ("f", c.feature)
+            key = ("g", c.group, c.negated, c.required) if c.group >= 0 else ("f", c.feature)
             out.setdefault(key, []).append(c)
         return [tuple(v) for v in out.values()]
 
@@ -73,10 +76,13 @@ class QueryPlan:
                 return i
         raise SaeError(f"feature {feature} is not in the plan; it has {[c.feature for c in self.concepts]}")
 
-    def add(self, feature: int, weight: float = 1.0, negated: bool = False, label: str = "") -> "QueryPlan":
+    def add(self, feature: int, weight: float = 1.0, negated: bool = False, label: str = "", required: bool = True) -> "QueryPlan":
         if any(c.feature == int(feature) for c in self.concepts):
             raise SaeError(f"feature {feature} is already in the plan; use reweight() or negate()")
-        return replace(self, concepts=self.concepts + (Concept(int(feature), float(weight), negated, label),), planner=self._edited())
+        if not weight > 0:
+            raise SaeError("weights must be positive; use negated=True to exclude a concept")
+        new = Concept(int(feature), float(weight), negated, label, required=required)
+        return replace(self, concepts=self.concepts + (new,), planner=self._edited())
 
     def drop(self, feature: int) -> "QueryPlan":
         i = self._find(feature)
@@ -103,13 +109,12 @@ class QueryPlan:
         return self.planner if self.planner.endswith("+edited") else f"{self.planner}+edited"
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"feature": c.feature, "label": c.label, "weight": c.weight, "negated": c.negated,
-                              "group": c.group, "phrase": c.phrase, "match": c.match} for c in self.concepts],
-                            columns=["feature", "label", "weight", "negated", "group", "phrase", "match"])
+        cols = ["feature", "label", "weight", "negated", "required", "group", "phrase", "match"]
+        return pd.DataFrame([{k: getattr(c, k) for k in cols} for c in self.concepts], columns=cols)
 
     def __str__(self) -> str:
         def one(c: Concept) -> str:
-            return f"#{c.feature} {c.label!r} x{c.weight:g}"
+            return f"#{c.feature} {c.label!r} x{c.weight:.3g}" + ("" if c.required or c.negated else " (soft)")
 
         parts = []
         for grp in self.groups():
@@ -125,6 +130,7 @@ class QueryPlan:
     def _repr_html_(self) -> str:
         chips = "".join(
             f"<span style='border:1px solid var(--jp-border-color1,#ccc);border-radius:8px;padding:1px 6px;margin:2px'>"
-            f"{'NOT ' if c.negated else ''}#{c.feature} {html.escape(c.label)} &times;{c.weight:g}</span>" for c in self.concepts)
+            f"{'NOT ' if c.negated else ''}#{c.feature} {html.escape(c.label)} &times;{c.weight:.3g}"
+            f"{'' if c.required or c.negated else ' (soft)'}</span>" for c in self.concepts)
         notes = "".join(f"<div><i>{html.escape(n)}</i></div>" for n in self.notes)
         return f"<div><b>plan</b> ({html.escape(self.planner)}) for <q>{html.escape(self.query)}</q><br>{chips}{notes}</div>"

@@ -8,6 +8,7 @@ nearest labels; a query with no usable phrase raises, so nothing arbitrary is ev
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from sae.errors import SaeError
 from sae.search.parse import split_query
 from sae.search.plan import Concept, QueryPlan
+from sae.search.thesaurus import Thesaurus
 
 
 @dataclass
@@ -27,10 +29,15 @@ class EmbeddingPlanner:
     """Anything with ``encode(list[str]) -> array``; default MiniLM (offline)."""
     min_match: float = 0.45
     """Cosine below which a phrase is reported as unmatched instead of guessed."""
-    group_delta: float = 0.05
+    group_delta: float = 0.1
     """Every feature whose label is within this cosine of the best match joins the phrase's OR-group
     (broad attributes such as an orientation are spread over many features); 0 = best match only."""
     max_group: int = 32
+    part_discount: float = 0.97
+    """Labels are matched whole and part by part (split at commas and semicolons); a part's match is
+    discounted by this factor per position, since labelers put the defining property first."""
+    thesaurus: object | None = "radiology"
+    """Synonym rewriting before matching (see :mod:`sae.search.thesaurus`); None to match as typed."""
     name: str = "embedding-minilm"
     _features: np.ndarray = field(init=False, repr=False)
     _emb: np.ndarray = field(init=False, repr=False)
@@ -38,12 +45,34 @@ class EmbeddingPlanner:
     def __post_init__(self) -> None:
         if not self.labels:
             raise SaeError("the SAE has no labels yet: run `sae label WORKSPACE` (offline) before searching by text")
+        if self.thesaurus == "radiology":
+            self.thesaurus = Thesaurus()
         if self.encoder is None:
             from sae.encoders import MiniLMEncoder
 
             self.encoder = MiniLMEncoder()
         self._features = np.asarray(sorted(self.labels), dtype=np.int64)
-        self._emb = self._embed([self.labels[int(f)] for f in self._features])
+        texts = [self.labels[int(f)] for f in self._features]
+        parts = [(i, pos, p.strip()) for i, t in enumerate(texts) for pos, p in enumerate(re.split(r"[,;]", t)) if p.strip()]
+        unique = sorted({p for _, _, p in parts} | set(texts))
+        emb = self._embed(unique)
+        where = {t: j for j, t in enumerate(unique)}
+        self._emb = emb[[where[t] for t in texts]]
+        self._part_emb = emb
+        self._part_owner = np.asarray([i for i, _, _ in parts], dtype=np.int64)
+        self._part_row = np.asarray([where[p] for _, _, p in parts], dtype=np.int64)
+        self._part_factor = np.asarray([self.part_discount**pos for _, pos, _ in parts], dtype=np.float32)
+
+    def similarity(self, phrase: str) -> np.ndarray:
+        """Match of ``phrase`` with every labeled feature: the best of the whole label and its discounted parts."""
+        variants = [phrase]
+        if self.thesaurus is not None and (alt := self.thesaurus.rewrite(phrase)) != phrase:
+            variants.append(alt)
+        q = self._embed(variants)
+        sims = (self._emb @ q.T).max(1)
+        part = (self._part_emb @ q.T).max(1)[self._part_row] * self._part_factor
+        np.maximum.at(sims, self._part_owner, part)
+        return sims
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         e = np.asarray(self.encoder.encode(texts, progress=False), dtype=np.float32)
@@ -51,9 +80,15 @@ class EmbeddingPlanner:
 
     def nearest(self, phrase: str, n: int = 3) -> list[tuple[int, str, float]]:
         """The ``n`` best (feature, label, cosine) for a phrase."""
-        sims = self._emb @ self._embed([phrase])[0]
+        sims = self.similarity(phrase)
         top = np.argsort(-sims, kind="stable")[:n]
         return [(int(self._features[i]), self.labels[int(self._features[i])], float(sims[i])) for i in top]
+
+    def _member_weight(self, best: float, sim: float) -> float:
+        """1 for the best match, falling linearly to 0.5 at the edge of the OR-group."""
+        if self.group_delta <= 0:
+            return 1.0
+        return round(float(np.clip(1.0 - 0.5 * (best - sim) / self.group_delta, 0.5, 1.0)), 3)
 
     def plan(self, query: str) -> QueryPlan:
         phrases = split_query(query)
@@ -73,7 +108,7 @@ class EmbeddingPlanner:
             if not members:
                 notes.append(f"{phrase!r} maps to #{f} {label!r}, already in the plan")
                 continue
-            concepts += [Concept(g, 1.0, negated, lab, phrase, s, group) for g, lab, s in members]
+            concepts += [Concept(g, self._member_weight(sim, s), negated, lab, phrase, s, group) for g, lab, s in members]
         if not concepts:
             raise SaeError(f"no feature label matches {query!r}: " + "; ".join(notes))
         return QueryPlan(query, tuple(concepts), planner=self.name, notes=tuple(notes))

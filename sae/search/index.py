@@ -46,12 +46,20 @@ class SearchResult:
         if self.previews is not None and "row" in self.hits:
             table = table.copy()
             table.insert(0, "preview", self.previews(self.hits["row"].head(20).to_numpy()))
-        return f"<div>{self.plan._repr_html_()}{notes}{table.to_html(index=False, escape=True, formatters=_raw_preview(table))}</div>"
+        return f"<div>{self.plan._repr_html_()}{notes}{html_table(table, raw=('preview',))}</div>"
 
 
-def _raw_preview(table: pd.DataFrame) -> dict:
-    """The preview column holds HTML we built (escaped text or <img> data URIs); everything else is escaped."""
-    return {"preview": lambda s: s} if "preview" in table else {}
+def html_table(frame: pd.DataFrame, raw: tuple[str, ...] = ()) -> str:
+    """An HTML table with every cell escaped except the ``raw`` columns (HTML we built: <img> data URIs)."""
+    def cell(col: str, v) -> str:
+        if col in raw:
+            return str(v)
+        return html.escape(f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in zip(frame.columns, row)) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table class='dataframe'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 @dataclass
@@ -97,13 +105,23 @@ class ConceptIndex:
         a, b = self._ptr[f], self._ptr[f + 1]
         return self._rows[a:b], np.minimum(self._ratio[a:b], 1.0)
 
-    def ratio_at(self, feature: int, rows: np.ndarray) -> np.ndarray:
-        """Activation / calibration quantile of ``feature`` at each of ``rows`` (0 where it does not fire)."""
+    def ratio_at(self, feature: int, rows: np.ndarray, rows_sorted: bool = False) -> np.ndarray:
+        """Activation / calibration quantile of ``feature`` at each of ``rows`` (0 where it does not fire).
+
+        With ``rows_sorted`` (ascending, unique) and a posting list shorter than ``rows``, the posting
+        is located in ``rows`` instead of the other way round: the cost follows the shorter list.
+        """
         f = self._check(feature)
         a, b = self._ptr[f], self._ptr[f + 1]
         prow = self._rows[a:b]
-        if len(prow) == 0:
+        if len(prow) == 0 or len(rows) == 0:
             return np.zeros(len(rows), np.float32)
+        if rows_sorted and len(prow) < len(rows):
+            out = np.zeros(len(rows), np.float32)
+            at = np.minimum(np.searchsorted(rows, prow), len(rows) - 1)
+            hit = rows[at] == prow
+            out[at[hit]] = self._ratio[a:b][hit]
+            return out
         at = np.minimum(np.searchsorted(prow, rows), len(prow) - 1)
         return np.where(prow[at] == rows, self._ratio[a:b][at], np.float32(0.0))
 
@@ -160,7 +178,7 @@ class ConceptIndex:
         score = np.zeros(len(cand))
         tiebreak = np.zeros(len(cand))
         for g in groups:
-            ratios = np.stack([c.weight * self.ratio_at(c.feature, cand) for c in g])
+            ratios = np.stack([c.weight * self.ratio_at(c.feature, cand, rows_sorted=True) for c in g])
             pres = np.minimum(ratios, np.array([[c.weight] for c in g]))
             top_w = max(c.weight for c in g)
             p = pres.max(0) if self.combine == "max" or len(g) == 1 else top_w * (1.0 - np.prod(1.0 - pres / top_w, axis=0))

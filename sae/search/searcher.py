@@ -1,16 +1,38 @@
-"""One object that ties a run's labels, the planner, the index and the store together for text search."""
+"""One object that ties a run's labels, the planners, the index and the store together for search."""
 
 from __future__ import annotations
 
-from typing import Any
+import html
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from sae.errors import SaeError, UnknownColumnError
+from sae.search.example import DenseIndex, ExamplePlanner, compose, overlap
 from sae.search.index import ConceptIndex, SearchResult
 from sae.search.plan import QueryPlan
 from sae.search.planner import EmbeddingPlanner
+
+_LIKE = re.compile(r"^\s*(?:(?:more\s+)?like|similar\s+to)\s+(?:this|these|that|those|the\s+example)(?:\s+(?:one|ones|slice|slices|image|images|item|items|scan|scans|study|studies|case|cases))?\s*[,;:]?\s*", re.I)
+
+
+def _coerce(series: pd.Series, value: Any) -> Any:
+    """A filter value as the column's type (CLI values arrive as strings)."""
+    if not isinstance(value, str):
+        return value
+    if pd.api.types.is_bool_dtype(series):
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise SaeError(f"column {series.name!r} is boolean; filter it with true or false (got {value!r})")
+        return value.lower() in ("true", "1", "yes")
+    if pd.api.types.is_numeric_dtype(series):
+        try:
+            return float(value)
+        except ValueError:
+            raise SaeError(f"column {series.name!r} is numeric; {value!r} is not a number") from None
+    return value
 
 
 def filter_mask(meta: pd.DataFrame, filters) -> np.ndarray:
@@ -21,21 +43,32 @@ def filter_mask(meta: pd.DataFrame, filters) -> np.ndarray:
             raise UnknownColumnError(f"unknown column {col!r} in a filter; the store has {sorted(c for c in meta if c != 'id')}")
         s = meta[col]
         if op in ("in", "not in"):
-            hit = s.isin(list(value)).to_numpy()
+            hit = s.isin([_coerce(s, v) for v in value]).to_numpy()
             mask &= hit if op == "in" else ~hit
             continue
-        v = type(s.iloc[0])(value) if len(s) and not isinstance(value, str) else value
-        if s.dtype == bool and isinstance(value, str):
-            v = value.lower() in ("true", "1", "yes")
-        elif pd.api.types.is_numeric_dtype(s) and isinstance(value, str):
-            v = float(value)
-        ops = {"==": s == v, "!=": s != v, ">": s > v, ">=": s >= v, "<": s < v, "<=": s <= v}
-        mask &= ops[op].to_numpy(bool)
+        v = _coerce(s, value)
+        ops = {"==": s.__eq__, "!=": s.__ne__, ">": s.__gt__, ">=": s.__ge__, "<": s.__lt__, "<=": s.__le__}
+        mask &= ops[op](v).to_numpy(bool)
     return mask
 
 
+@dataclass
+class ExampleComparison:
+    """Sparse-fingerprint and dense-embedding neighbours of the same example(s), side by side."""
+
+    plan: QueryPlan
+    sparse: pd.DataFrame
+    dense: pd.DataFrame
+    overlap: float
+
+    def _repr_html_(self) -> str:
+        return (f"<div>{self.plan._repr_html_()}<div>overlap of the two top-{len(self.sparse)} lists: {self.overlap:.0%}</div>"
+                f"<div style='display:flex;gap:16px'><div><b>sparse fingerprint</b>{self.sparse.to_html(index=False)}</div>"
+                f"<div><b>dense embedding</b>{self.dense.to_html(index=False)}</div></div></div>")
+
+
 class Searcher:
-    """Text or plan in, ranked items (with ids, metadata and per-concept contributions) out."""
+    """Text, example items or an edited plan in; ranked items or groups (with their explanations) out."""
 
     def __init__(self, run, labeler: str | None = None, planner=None):
         from sae.interpret import load_labels
@@ -43,24 +76,102 @@ class Searcher:
         self.run = run
         self.store = run.ws.open_store()
         run.check_store(self.store)
-        self.index = ConceptIndex(run.codes(self.store))
+        self.codes = run.codes(self.store)
+        self.index = ConceptIndex(self.codes)
         self.labels = load_labels(run, labeler, store=self.store)
         self.planner = planner or EmbeddingPlanner(self.labels.mapping())
+        self.examples = ExamplePlanner(self.index, self.codes, self.labels.mapping())
         self.meta = self.store.meta()
+        self.group_key = self.store.provenance.get("group_key")
+        self._dense: DenseIndex | None = None
 
-    def plan(self, query: str) -> QueryPlan:
-        return self.planner.plan(query)
+    # -- items ---------------------------------------------------------------------------------
+    def rows_of(self, items: Any) -> np.ndarray:
+        """Row numbers of items given as rows (ints) or ids (strings)."""
+        items = [items] if isinstance(items, (int, np.integer, str)) else list(items)
+        ids = pd.Index(self.meta["id"].astype(object))
+        rows = []
+        for it in items:
+            if isinstance(it, str):
+                where = ids.get_indexer([it])[0]
+                if where < 0:
+                    raise SaeError(f"unknown item id {it!r}")
+                rows.append(int(where))
+            else:
+                if not 0 <= int(it) < len(self.meta):
+                    raise SaeError(f"row {it} is outside the store's rows 0..{len(self.meta) - 1}")
+                rows.append(int(it))
+        if not rows:
+            raise SaeError("no example items given")
+        return np.asarray(rows, dtype=np.int64)
 
-    def search(self, query: str | QueryPlan, top: int = 10, **filters: Any) -> SearchResult:
-        """Search by text (planned first) or by an edited plan; keyword filters mean ``column == value``."""
-        plan = self.plan(query) if isinstance(query, str) else query
-        for col, value in filters.items():
-            plan = plan.where(col, "==", value)
+    def previews_html(self, rows: np.ndarray) -> list[str]:
+        """An <img> (thumbnail) or escaped text snippet per row, for result tables."""
+        if self.store.has_image_previews:
+            from sae.interpret.labelers import png_data_url
+
+            return [f"<img src='{png_data_url(im)}' width='64'>" for im in self.store.previews(rows)]
+        if self.store.has_text_previews:
+            return [html.escape(str(t)[:160]) for t in self.store.texts(rows)]
+        return [html.escape(str(i)) for i in self.meta["id"].iloc[rows]]
+
+    # -- planning ------------------------------------------------------------------------------
+    def plan(self, query: str | None = None, like: Any = None, top_k: int | None = None) -> QueryPlan:
+        """A plan from text, from example items (``like``), or both (a composed query)."""
+        text = _LIKE.sub("", query or "").strip() if like is not None else (query or "")
+        if like is None:
+            return self.planner.plan(text)
+        example = self.examples.plan(self.rows_of(like), top_k=top_k, query=query)
+        if not text:
+            return example
+        return compose(example, replace(self.planner.plan(text), query=query))
+
+    # -- searching -----------------------------------------------------------------------------
+    def _allowed(self, plan: QueryPlan) -> np.ndarray | None:
         allowed = filter_mask(self.meta, plan.filters) if plan.filters else None
         if allowed is not None and not allowed.any():
             raise SaeError(f"no item passes the filters {list(plan.filters)}")
+        return allowed
+
+    def search(self, query: str | QueryPlan | None = None, top: int = 10, like: Any = None, exclude_examples: bool = True,
+               **filters: Any) -> SearchResult:
+        """Search by text, by example (``like=``), both, or an edited plan; keyword filters mean ``column == value``."""
+        plan = query if isinstance(query, QueryPlan) else self.plan(query, like=like)
+        for col, value in filters.items():
+            plan = plan.where(col, "==", value)
+        allowed = self._allowed(plan)
+        if like is not None and exclude_examples:
+            allowed = np.ones(len(self.meta), bool) if allowed is None else allowed.copy()
+            allowed[self.rows_of(like)] = False
         res = self.index.search(plan, top=top, allowed=allowed)
         rows = res.hits["row"].to_numpy()
         info = self.meta.iloc[rows].reset_index(drop=True)
         res.hits = pd.concat([res.hits.iloc[:, :3], info, res.hits.iloc[:, 3:]], axis=1)
+        res.previews = self.previews_html
         return res
+
+    def search_groups(self, query: str | QueryPlan, pool: str = "max", top: int = 10, **filters: Any) -> pd.DataFrame:
+        """Rank groups (the store's group key: volume, study, patient) by pooled item scores."""
+        if not self.group_key or self.group_key not in self.meta:
+            raise SaeError("this store has no group key (provenance 'group_key'); rank items with search() instead")
+        plan = query if isinstance(query, QueryPlan) else self.plan(query)
+        for col, value in filters.items():
+            plan = plan.where(col, "==", value)
+        codes, names = pd.factorize(self.meta[self.group_key].astype(object))
+        out = self.index.rank_groups(plan, codes, np.asarray(names, dtype=object), pool=pool, top=top, allowed=self._allowed(plan))
+        return out.rename(columns={"group": self.group_key})
+
+    def dense(self) -> DenseIndex:
+        if self._dense is None:
+            self._dense = DenseIndex.from_store(self.store)
+        return self._dense
+
+    def compare_example(self, like: Any, top: int = 10, top_k: int | None = None) -> ExampleComparison:
+        """Neighbours of the example(s) by sparse fingerprint and by dense embedding, with their overlap."""
+        rows = self.rows_of(like)
+        plan = self.examples.plan(rows, top_k=top_k)
+        sparse = self.search(plan, top=top, like=rows).hits
+        dense_rows = self.dense().search(rows, top=top)
+        dense = pd.concat([pd.DataFrame({"rank": np.arange(1, len(dense_rows) + 1), "row": dense_rows}),
+                           self.meta.iloc[dense_rows].reset_index(drop=True)], axis=1)
+        return ExampleComparison(plan, sparse, dense, overlap(sparse["row"].to_numpy(), dense_rows))

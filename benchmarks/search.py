@@ -1,0 +1,235 @@
+"""Search benchmark: retrieval quality against ground truth, and latency at 1e6 items.
+
+    python benchmarks/search.py                     # all parts (needs `sae demo` and benchmarks/search_prepare.py)
+    python benchmarks/search.py --parts demo planted
+    python benchmarks/search.py --parts latency     # the 1e6-item workspace from search_prepare.py
+
+* demo: metadata-ground-truth queries on the MNI demo (single / pair / triple / negation, three
+  paraphrases each): P@10 and mAP@100 for the embedding planner (with and without the radiology
+  thesaurus) and SAIL's method (3 features, cosine) re-implemented as the baseline; composed queries
+  ("like this slice, but with <artifact>") vs the text alone and the example alone.
+* planted: queries naming planted concepts in three forms (the name, "<name> present", "scan showing
+  <name>") over offline metadata labels: mAP against the rows where the concept is revealed.
+* latency: 1e6 planted items, SAE n=8192 k=32: p50/p95 of a 3-concept plan, a planner-sized plan
+  (3 OR-groups of 8 features), a fingerprint query, next to a FAISS flat (and NumPy) dense scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sae.runs import SAERun  # noqa: E402
+from sae.search.baseline import SAILBaseline  # noqa: E402
+from sae.search.evaluate import DEMO_VOCABULARY, average_precision, evaluate_methods, metadata_cases, precision_at, summarize  # noqa: E402
+from sae.search.example import DenseIndex, ExamplePlanner  # noqa: E402
+from sae.search.index import ConceptIndex  # noqa: E402
+from sae.search.plan import Concept, QueryPlan  # noqa: E402
+from sae.search.planner import EmbeddingPlanner  # noqa: E402
+from sae.search.searcher import Searcher  # noqa: E402
+from sae.workspace import Workspace  # noqa: E402
+
+OUT = ROOT / "artifacts" / "benchmarks"
+
+
+def _ranked(searcher_or_index, planner, depth=100):
+    def rank(q: str) -> np.ndarray:
+        return searcher_or_index.search(planner.plan(q), top=depth).hits["row"].to_numpy()
+    return rank
+
+
+def part_demo(ws_path: Path) -> dict:
+    s = Searcher(SAERun.find(Workspace(ws_path)))
+    plain = EmbeddingPlanner(s.labels.mapping(), encoder=s.planner.encoder, thesaurus=None)
+    methods = {"embedding planner": _ranked(s.index, s.planner), "embedding planner, no thesaurus": _ranked(s.index, plain),
+               "SAIL baseline (3 features, cosine)": SAILBaseline(s.index, s.planner).rank,
+               "SAIL baseline, no thesaurus": SAILBaseline(s.index, plain).rank}
+    cases = metadata_cases(DEMO_VOCABULARY, s.meta)
+    t0 = time.perf_counter()
+    res = evaluate_methods(methods, cases, s.meta)
+    table = summarize(res)
+    plan_ms = [_time_ms(lambda: s.planner.plan(c.text)) for c in cases[:60]]
+    return {"queries": len(cases), "seconds": time.perf_counter() - t0, "summary": table.to_dict("records"),
+            "composed": _composed(s), "plan_ms_p50": float(np.median(plan_ms)),
+            "worst": res[res["method"] == "embedding planner"].nsmallest(8, "ap@100")[["kind", "query", "p@10", "ap@100"]].to_dict("records")}
+
+
+def _composed(s: Searcher, n_examples: int = 12, seed: int = 0) -> list[dict]:
+    """'like this slice, but with <artifact>': relevant = same orientation and region, that artifact."""
+    rng = np.random.default_rng(seed)
+    m = s.meta
+    clean = np.flatnonzero((m["artifact"] == "none").to_numpy())
+    out = []
+    for art in ["motion", "ghosting", "spike", "bias_field", "noise", "blur"]:
+        word = DEMO_VOCABULARY["artifact"][art][0]
+        scores = {"composed": [], "text only": [], "example only": []}
+        for row in rng.choice(clean, n_examples, replace=False):
+            rel = ((m["orientation"] == m["orientation"].iloc[row]) & (m["region"] == m["region"].iloc[row]) & (m["artifact"] == art)).to_numpy()
+            if rel.sum() < 5:
+                continue
+            runs = {"composed": s.search(f"like this slice, but with {word}", top=10, like=int(row)),
+                    "text only": s.search(word, top=10), "example only": s.search(None, top=10, like=int(row))}
+            for k, r in runs.items():
+                scores[k].append(precision_at(r.hits["row"].to_numpy(), rel, 10))
+        out.append({"artifact": art, "examples": len(scores["composed"]), **{k: float(np.mean(v)) for k, v in scores.items()}})
+    return out
+
+
+def part_planted(rows: int, seed: int = 0) -> dict:
+    import tempfile
+
+    from sae.datasets.planted import PlantedConfig, make_planted
+    from sae.interpret import MetadataLabeler, label_run
+    from sae.models import SAEConfig
+    from sae.runs import train_run
+    from sae.train import TrainConfig
+
+    with tempfile.TemporaryDirectory(dir=OUT.parent) as tmp:
+        ws = Workspace(Path(tmp) / "ws")
+        ws.path.mkdir()
+        store, truth = make_planted(ws.store_path, PlantedConfig(n_rows=rows, dim=256, n_concepts=256, n_revealed=48, seed=seed), progress=False)
+        run = train_run(ws, SAEConfig(d_in=256, n_latents=512, k=16), TrainConfig(batch_size=512, epochs=8), evaluate=False, progress=False)
+        labels = label_run(run, MetadataLabeler(), judge=None, progress=False)
+        s = Searcher(run)
+        meta = s.meta
+        forms = {"name": "{}", "name present": "{} present", "scan showing name": "scan showing {}"}
+        res = []
+        for col, concepts in truth.revealed.items():
+            for c in concepts:
+                name = truth.names[c]
+                rel = (meta[col] == name).to_numpy()
+                if rel.sum() < 10:
+                    continue
+                for form, tpl in forms.items():
+                    q = tpl.format(name)
+                    try:
+                        ranked = s.search(q, top=100).hits["row"].to_numpy()
+                    except Exception as e:  # noqa: BLE001 - a refusal scores 0 and is counted
+                        ranked, err = np.zeros(0, np.int64), str(e)
+                    else:
+                        err = ""
+                    res.append({"form": form, "concept": name, "n_relevant": int(rel.sum()), "ap@100": average_precision(ranked, rel),
+                                "p@10": precision_at(ranked, rel), "refused": bool(err)})
+        df = pd.DataFrame(res)
+        summary = df.groupby("form").agg(queries=("concept", "size"), map100=("ap@100", "mean"), p10=("p@10", "mean"), refused=("refused", "sum"))
+        return {"rows": rows, "labeled": int(labels.summary["ok"]), "summary": summary.reset_index().to_dict("records"),
+                "overall_map": float(df["ap@100"].mean())}
+
+
+def _time_ms(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
+def _pct(xs) -> dict:
+    return {"p50_ms": float(np.percentile(xs, 50)), "p95_ms": float(np.percentile(xs, 95)), "n": len(xs)}
+
+
+def part_latency(ws_path: Path, n_queries: int = 100, seed: int = 0) -> dict:
+    prepared = json.loads((ws_path / "prepared.json").read_text())
+    run = SAERun.find(Workspace(ws_path))
+    store = run.ws.open_store()
+    codes = run.codes(store)
+    t0 = time.perf_counter()
+    index = ConceptIndex(codes)
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    df = np.diff(index._ptr)
+    alive = np.flatnonzero(df > 0)
+    # features drawn in proportion to how often they fire: what a query over real concepts meets
+    pick = lambda n: rng.choice(alive, n, replace=False, p=df[alive] / df[alive].sum())  # noqa: E731
+    three, grouped = [], []
+    for _ in range(n_queries):
+        a, b, c = pick(3)
+        plan = QueryPlan("q", (Concept(int(a)), Concept(int(b)), Concept(int(c), negated=True)))
+        three.append(_time_ms(lambda: index.search(plan, top=10)))
+        f = pick(24)
+        gplan = QueryPlan("q", tuple(Concept(int(x), 1.0, i >= 16, group=i // 8) for i, x in enumerate(f)))
+        grouped.append(_time_ms(lambda: index.search(gplan, top=10)))
+    examples = ExamplePlanner(index, codes)
+    rows = rng.choice(codes.n_rows, n_queries, replace=False)
+    fp8, fp32 = [], []
+    for r in rows:
+        fp8.append(_time_ms(lambda: index.search(examples.plan([int(r)], top_k=8), top=10)))
+        fp32.append(_time_ms(lambda: index.search(examples.plan([int(r)], top_k=32), top=10)))
+    t1 = time.perf_counter()
+    dense = DenseIndex.from_store(store)
+    dense_build = time.perf_counter() - t1
+    faiss_ms = [_time_ms(lambda: dense.search([int(r)], top=10)) for r in rows[:30]]
+    overl = []
+    for r in rows[:30]:
+        a = index.search(examples.plan([int(r)], top_k=8), top=11).hits["row"].to_numpy()
+        overl.append(len(np.intersect1d(a[a != r][:10], dense.search([int(r)], top=10))) / 10)
+    np_dense = DenseIndex(dense.x, use_faiss=False) if dense.faiss is not None else dense
+    numpy_ms = [_time_ms(lambda: np_dense.search([int(r)], top=10)) for r in rows[:10]]
+    return {"prepared": prepared, "index_build_s": build_s, "dense_build_s": dense_build, "faiss": dense.faiss is not None,
+            "plan_3_concepts": _pct(three), "plan_3_or_groups_of_8": _pct(grouped), "fingerprint_top8": _pct(fp8),
+            "fingerprint_top32": _pct(fp32), "dense_flat_faiss" if dense.faiss is not None else "dense_flat": _pct(faiss_ms),
+            "dense_flat_numpy": _pct(numpy_ms), "fingerprint_vs_dense_overlap@10": float(np.mean(overl)),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def write(doc: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "search.json").write_text(json.dumps(doc, indent=2, default=float))
+    lines = ["# Search benchmark", "", f"{doc['machine']}", ""]
+    if "demo" in doc:
+        d = doc["demo"]
+        lines += [f"## Demo ({d['queries']} metadata-ground-truth queries, P@10 / mAP@100)", "",
+                  "| method | kind | queries | P@10 | mAP@100 | refused |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['kind']} | {r['queries']} | {r['p10']:.3f} | {r['map100']:.3f} | {r['refused']} |" for r in d["summary"]]
+        lines += ["", f"Embedding planner: plan p50 {d['plan_ms_p50']:.1f} ms.", "", "Composed queries ('like this slice, but with X'; relevant: same orientation and region, artifact X), P@10:", "",
+                  "| artifact | examples | composed | text only | example only |", "|---|---|---|---|---|"]
+        lines += [f"| {r['artifact']} | {r['examples']} | {r['composed']:.2f} | {r['text only']:.2f} | {r['example only']:.2f} |" for r in d["composed"]]
+    if "planted" in doc:
+        p = doc["planted"]
+        lines += ["", f"## Planted paraphrase queries ({p['rows']:,} rows, metadata labels)", "", "| form | queries | mAP@100 | P@10 | refused |", "|---|---|---|---|---|"]
+        lines += [f"| {r['form']} | {r['queries']} | {r['map100']:.3f} | {r['p10']:.3f} | {r['refused']} |" for r in p["summary"]]
+    if "latency" in doc:
+        lat = doc["latency"]
+        pr = lat["prepared"]
+        lines += ["", f"## Latency at {pr['rows']:,} items (SAE n={pr['n']}, k={pr['k']}, d={pr['dim']}), one process", "",
+                  f"Index build (posting lists re-sorted by row, calibrated): {lat['index_build_s']:.1f} s; dense index build {lat['dense_build_s']:.1f} s; peak RSS {lat['peak_rss_gb']:.1f} GB.", "",
+                  "| query | p50 ms | p95 ms | n |", "|---|---|---|---|"]
+        for k, v in lat.items():
+            if isinstance(v, dict) and "p50_ms" in v:
+                lines.append(f"| {k} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['n']} |")
+        lines += ["", f"Overlap@10 of fingerprint (top-8) and dense neighbours: {lat['fingerprint_vs_dense_overlap@10']:.2f}."]
+    (OUT / "search.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", nargs="+", default=["demo", "planted", "latency"], choices=["demo", "planted", "latency"])
+    ap.add_argument("--demo-workspace", type=Path, default=ROOT / "artifacts" / "demo")
+    ap.add_argument("--latency-workspace", type=Path, default=ROOT / "artifacts" / "bench-search-1e6")
+    ap.add_argument("--planted-rows", type=int, default=20_000)
+    a = ap.parse_args()
+    doc = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
+    prev = OUT / "search.json"
+    if prev.exists():
+        doc = {**json.loads(prev.read_text()), **doc}
+    if "demo" in a.parts:
+        doc["demo"] = part_demo(a.demo_workspace)
+    if "planted" in a.parts:
+        doc["planted"] = part_planted(a.planted_rows)
+    if "latency" in a.parts:
+        doc["latency"] = part_latency(a.latency_workspace)
+    write(doc)
+
+
+if __name__ == "__main__":
+    main()

@@ -43,8 +43,11 @@ def _filters(plan, where: list[str]):
 def _show(frame) -> None:
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    short = {c: " ".join(c.split(" ")[:2]) if c.startswith("NOT #") else c.split(" ")[0] for c in frame.columns if c.startswith(("#", "NOT #"))}
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_colwidth", 40):
+        print(frame.rename(columns=short).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if short:
+        print("concept columns: the contribution of each plan group (#feature of its best label; see the plan above)")
 
 
 def cmd_search(args) -> int:

@@ -77,8 +77,40 @@ def stage_label(ws: Workspace, opts: DemoOptions) -> str:
             f"duplicate labels {s['duplicate_rate']:.1%}")
 
 
+DEMO_QUERIES = ("sagittal slices with ghosting artifact", "axial slices with noise but not inferior region",
+                "spike artifact but not coronal", "bottom of the brain without intensity inhomogeneity")
+
+
+def stage_search(ws: Workspace, opts: DemoOptions) -> str:
+    """Stage 4: text queries become plans over the labels; precision against the demo metadata, vs SAIL's method."""
+    import numpy as np
+
+    from sae.runs import SAERun
+    from sae.search.baseline import SAILBaseline
+    from sae.search.evaluate import DEMO_VOCABULARY, QueryCase, evaluate_methods, metadata_cases, precision_at, summarize
+    from sae.search.searcher import Searcher
+
+    s = Searcher(SAERun.find(ws), "metadata")
+    truth = {DEMO_QUERIES[0]: QueryCase("", "", (("orientation", "sagittal"), ("artifact", "ghosting"))),
+             DEMO_QUERIES[1]: QueryCase("", "", (("orientation", "axial"), ("artifact", "noise")), (("region", "inferior"),)),
+             DEMO_QUERIES[2]: QueryCase("", "", (("artifact", "spike"),), (("orientation", "coronal"),)),
+             DEMO_QUERIES[3]: QueryCase("", "", (("region", "inferior"),), (("artifact", "bias_field"),))}
+    for q, case in truth.items():
+        res = s.search(q, top=10)
+        print(f"  {q!r}: P@10 {precision_at(res.hits['row'].to_numpy(), case.relevant(s.meta)):.1f}\n    plan: {res.plan.summary()}")
+    row = int(np.flatnonzero((s.meta["artifact"] == "none").to_numpy())[len(s.meta) // 3])
+    cmp = s.compare_example(row)
+    print(f"  like row {row} ({', '.join(s.meta.loc[row, ['orientation', 'region']])}): top-10 sparse fingerprint vs dense overlap {cmp.overlap:.0%}")
+    cases = metadata_cases(DEMO_VOCABULARY, s.meta)
+    methods = {"ours": lambda q: s.search(q, top=100).hits["row"].to_numpy(), "sail": SAILBaseline(s.index, s.planner).rank}
+    t = summarize(evaluate_methods(methods, cases, s.meta)).set_index(["method", "kind"])
+    p10 = {k: t.loc[("ours", k), "p10"] for k in ("single", "negation", "pair") if ("ours", k) in t.index}
+    return (f"{len(cases)} metadata queries (3 paraphrases each): P@10 " + ", ".join(f"{k} {v:.2f}" for k, v in p10.items())
+            + f"; mAP@100 {t.loc[('ours', 'all'), 'map100']:.2f} vs {t.loc[('sail', 'all'), 'map100']:.2f} for SAIL's 3-feature cosine")
+
+
 STAGES: list[tuple[str, Callable[[Workspace, DemoOptions], str]]] = [
-    ("store", stage_store), ("train", stage_train), ("label", stage_label)]
+    ("store", stage_store), ("train", stage_train), ("label", stage_label), ("search", stage_search)]
 
 
 def run_demo(workspace: Path, *, small: bool = False, rebuild: bool = False) -> dict[str, str]:

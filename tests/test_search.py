@@ -345,3 +345,17 @@ def test_cli_search_by_example_groups_and_dense(searcher, capsys):
     assert "by max pooling" in out and "volume" in out
     assert main(["search", str(ws.path)]) == 2
     assert "give a text query" in capsys.readouterr().err
+
+
+def test_dense_index_numpy_and_faiss_agree():
+    from sae.search.example import DenseIndex, overlap
+
+    x = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+    plain = DenseIndex(x, use_faiss=False)
+    got = plain.search([3, 7], top=5)
+    q = (x[3] / np.linalg.norm(x[3]) + x[7] / np.linalg.norm(x[7])) / 2
+    sims = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ q
+    sims[[3, 7]] = -np.inf
+    assert list(got) == list(np.argsort(-sims)[:5])
+    pytest.importorskip("faiss")
+    assert overlap(DenseIndex(x, use_faiss=True).search([3, 7], top=5), got) == 1.0

@@ -226,7 +226,7 @@ class ConceptIndex:
         first = np.unique(codes[order], return_index=True)
         best[first[0]] = s.rows[order[first[1]]]
         present = np.flatnonzero(hits > 0)
-        ranked = present[np.lexsort((present, -value[present]))][:top]
+        ranked = present[np.lexsort((present, -hits[present], -value[present]))][:top]  # ties: more items with the concepts first
         return pd.DataFrame({"rank": np.arange(1, len(ranked) + 1), "group": group_names[ranked], "score": value[ranked],
                              "items": sizes[ranked], "items_with_concepts": hits[ranked].astype(int),
                              "best_row": best[ranked], "pooling": pool})

@@ -127,6 +127,18 @@ class QueryPlan:
             text += " WHERE " + " AND ".join(filt)
         return f"plan ({self.planner}) for {self.query!r}: {text}" + "".join(f"\n  note: {n}" for n in self.notes)
 
+    def summary(self, width: int = 48) -> str:
+        """One line per OR-group: the phrase, how many features express it, the best one's label."""
+        lines = []
+        for g in self.groups():
+            head = max(g, key=lambda c: c.weight)
+            label = head.label if len(head.label) <= width else head.label[: width - 3] + "..."
+            kind = "NOT " if g[0].negated else ("" if g[0].required else "soft ")
+            phrase = f"{g[0].phrase!r} -> " if g[0].phrase else ""
+            more = f" (+{len(g) - 1} OR)" if len(g) > 1 else ""
+            lines.append(f"{kind}{phrase}#{head.feature} {label!r}{more}")
+        return "; ".join(lines)
+
     def _repr_html_(self) -> str:
         chips = "".join(
             f"<span style='border:1px solid var(--jp-border-color1,#ccc);border-radius:8px;padding:1px 6px;margin:2px'>"

@@ -10,6 +10,8 @@
   ("like this slice, but with <artifact>") vs the text alone and the example alone.
 * planted: queries naming planted concepts in three forms (the name, "<name> present", "scan showing
   <name>") over offline metadata labels: mAP against the rows where the concept is revealed.
+* llm: the LLM planner through a local llama-cpp-python server (benchmarks/setup_llm.sh), next to
+  the embedding planner on the same queries (not part of the default run: minutes per query batch).
 * latency: 1e6 planted items, SAE n=8192 k=32: p50/p95 of a 3-concept plan, a planner-sized plan
   (3 OR-groups of 8 features), a fingerprint query, next to a FAISS flat (and NumPy) dense scan.
 """
@@ -29,6 +31,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sae.runs import SAERun  # noqa: E402
 from sae.search.baseline import SAILBaseline  # noqa: E402
@@ -61,7 +64,7 @@ def part_demo(ws_path: Path) -> dict:
     table = summarize(res)
     plan_ms = [_time_ms(lambda: s.planner.plan(c.text)) for c in cases[:60]]
     return {"queries": len(cases), "seconds": time.perf_counter() - t0, "summary": table.to_dict("records"),
-            "composed": _composed(s), "plan_ms_p50": float(np.median(plan_ms)),
+            "composed": _composed(s), "by_example": _by_example(s), "plan_ms_p50": float(np.median(plan_ms)),
             "worst": res[res["method"] == "embedding planner"].nsmallest(8, "ap@100")[["kind", "query", "p@10", "ap@100"]].to_dict("records")}
 
 
@@ -84,6 +87,57 @@ def _composed(s: Searcher, n_examples: int = 12, seed: int = 0) -> list[dict]:
                 scores[k].append(precision_at(r.hits["row"].to_numpy(), rel, 10))
         out.append({"artifact": art, "examples": len(scores["composed"]), **{k: float(np.mean(v)) for k, v in scores.items()}})
     return out
+
+
+def _by_example(s: Searcher, n: int = 60, seed: int = 0) -> dict:
+    """Query by one example: relevant = same orientation, region and artifact; sparse fingerprint vs dense."""
+    rng = np.random.default_rng(seed)
+    m = s.meta
+    key = (m["orientation"] + "/" + m["region"] + "/" + m["artifact"]).to_numpy()
+    out = {"sparse top-8": [], "sparse top-16": [], "dense": [], "overlap": []}
+    for row in rng.choice(len(m), n, replace=False):
+        rel = key == key[row]
+        rel[row] = False
+        if rel.sum() < 10:
+            continue
+        sp8 = s.search(None, top=10, like=int(row)).hits["row"].to_numpy()
+        sp16 = s.search(s.examples.plan([int(row)], top_k=16), top=10, like=int(row)).hits["row"].to_numpy()
+        dn = s.dense().search([int(row)], top=10)
+        out["sparse top-8"].append(precision_at(sp8, rel))
+        out["sparse top-16"].append(precision_at(sp16, rel))
+        out["dense"].append(precision_at(dn, rel))
+        out["overlap"].append(len(np.intersect1d(sp8, dn)) / 10)
+    return {"examples": len(out["dense"]), **{k: float(np.mean(v)) for k, v in out.items()}}
+
+
+def part_llm(ws_path: Path, n_queries: int, venv: Path) -> dict:
+    """The LLM planner with the local Gemma 3 270M (base model) on the first paraphrase of each query kind."""
+    import tempfile
+
+    from label_local_llm import free_port, gguf_path, start_server
+
+    from sae.interpret.llm import LLMClient, LLMConfig
+    from sae.search.llm_planner import LLMPlanner
+
+    s = Searcher(SAERun.find(Workspace(ws_path)))
+    cases = [c for c in metadata_cases(DEMO_VOCABULARY, s.meta) if c.paraphrase == 0 and c.kind in ("single", "pair", "negation")]
+    cases = cases[:: max(len(cases) // n_queries, 1)][:n_queries]
+    tmp = Path(tempfile.mkdtemp(prefix="sae-llm-plan-"))
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = start_server(venv, gguf_path(venv), port, 8192, open(tmp / "server.log", "w"))
+    try:
+        client = LLMClient(LLMConfig(model="gemma3-270m", base_url=f"http://127.0.0.1:{port}/v1", cache_dir=str(tmp / "llm"), max_tokens=300,
+                                     timeout_s=120), api_key="none")
+        llm = LLMPlanner(s.planner, client, candidates=24)
+        methods = {"llm planner (gemma3-270m base)": _ranked(s.index, llm), "embedding planner": _ranked(s.index, s.planner)}
+        t1 = time.perf_counter()
+        res = evaluate_methods(methods, cases, s.meta)
+        seconds = time.perf_counter() - t1
+    finally:
+        proc.kill()
+    return {"queries": len(cases), "server_startup_s": t1 - t0, "seconds": seconds, "usage": client.usage(),
+            "summary": summarize(res).to_dict("records")}
 
 
 def part_planted(rows: int, seed: int = 0) -> dict:
@@ -193,6 +247,17 @@ def write(doc: dict) -> None:
         lines += ["", f"Embedding planner: plan p50 {d['plan_ms_p50']:.1f} ms.", "", "Composed queries ('like this slice, but with X'; relevant: same orientation and region, artifact X), P@10:", "",
                   "| artifact | examples | composed | text only | example only |", "|---|---|---|---|---|"]
         lines += [f"| {r['artifact']} | {r['examples']} | {r['composed']:.2f} | {r['text only']:.2f} | {r['example only']:.2f} |" for r in d["composed"]]
+    if "demo" in doc and "by_example" in doc["demo"]:
+        b = doc["demo"]["by_example"]
+        lines += ["", f"Query by one example ({b['examples']} random items; relevant = same orientation, region and artifact), P@10: "
+                  f"sparse fingerprint top-8 {b['sparse top-8']:.2f}, top-16 {b['sparse top-16']:.2f}, dense embedding cosine {b['dense']:.2f}; "
+                  f"overlap of the top-10 lists {b['overlap']:.2f}."]
+    if "llm" in doc:
+        L = doc["llm"]
+        lines += ["", f"## LLM planner ({L['queries']} queries, first paraphrase; local Gemma 3 270M base model via llama-cpp-python, 2 cores)", "",
+                  f"{L['seconds'] / max(L['queries'], 1):.1f} s per query; usage {L['usage']}.", "",
+                  "| method | kind | queries | P@10 | mAP@100 | refused |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['kind']} | {r['queries']} | {r['p10']:.3f} | {r['map100']:.3f} | {r['refused']} |" for r in L["summary"]]
     if "planted" in doc:
         p = doc["planted"]
         lines += ["", f"## Planted paraphrase queries ({p['rows']:,} rows, metadata labels)", "", "| form | queries | mAP@100 | P@10 | refused |", "|---|---|---|---|---|"]
@@ -213,7 +278,9 @@ def write(doc: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", nargs="+", default=["demo", "planted", "latency"], choices=["demo", "planted", "latency"])
+    ap.add_argument("--parts", nargs="+", default=["demo", "planted", "latency"], choices=["demo", "planted", "latency", "llm"])
+    ap.add_argument("--llm-venv", type=Path, default=ROOT / ".llm-venv", help="for --parts llm: benchmarks/setup_llm.sh's virtualenv")
+    ap.add_argument("--llm-queries", type=int, default=24)
     ap.add_argument("--demo-workspace", type=Path, default=ROOT / "artifacts" / "demo")
     ap.add_argument("--latency-workspace", type=Path, default=ROOT / "artifacts" / "bench-search-1e6")
     ap.add_argument("--planted-rows", type=int, default=20_000)
@@ -228,6 +295,8 @@ def main() -> None:
         doc["planted"] = part_planted(a.planted_rows)
     if "latency" in a.parts:
         doc["latency"] = part_latency(a.latency_workspace)
+    if "llm" in a.parts:
+        doc["llm"] = part_llm(a.demo_workspace, a.llm_queries, a.llm_venv)
     write(doc)
 
 

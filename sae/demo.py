@@ -109,8 +109,52 @@ def stage_search(ws: Workspace, opts: DemoOptions) -> str:
             + f"; mAP@100 {t.loc[('ours', 'all'), 'map100']:.2f} vs {t.loc[('sail', 'all'), 'map100']:.2f} for SAIL's 3-feature cosine")
 
 
+ARTIFACTS = ("motion", "ghosting", "spike", "bias_field", "noise", "blur")
+
+
+def artifact_agreement(report, index, meta) -> list[dict]:
+    """Per slice: the artifact most of its failing members carry, precision and recall against the artifact column."""
+    import numpy as np
+
+    art = meta["artifact"].to_numpy()
+    failed = report.signal.failed
+    out = []
+    for s in report.slices:
+        rows = report.members(s.id, index)["row"].to_numpy()
+        rows = rows[failed[rows]]
+        if len(rows) == 0:
+            continue
+        values, counts = np.unique(art[rows], return_counts=True)
+        top = values[np.argmax(counts)]
+        out.append({"slice": s.id, "name": s.name, "validated": bool(s.stats.get("validated")), "artifact": str(top),
+                    "precision": counts.max() / len(rows), "recall": counts.max() / max(int(((art == top) & failed).sum()), 1),
+                    "named": str(top).replace("_", " ") in s.name.replace("_", " ")})
+    return out
+
+
+def stage_audit(ws: Workspace, opts: DemoOptions) -> str:
+    """Stage 5: which concepts explain quality_fail; failure slices validated on held-out volumes, named by labels."""
+    from sae.audit.report import audit_run
+    from sae.runs import SAERun
+    from sae.search.index import ConceptIndex
+
+    run = SAERun.find(ws)
+    report = audit_run(run, failure="quality_fail", labeler="metadata", with_map=True)
+    rows = artifact_agreement(report, ConceptIndex(run.codes()), ws.open_store().meta())
+    for r in rows:
+        print(f"  slice {r['slice']} {'validated' if r['validated'] else 'not validated'}: {r['name']!r} -> {r['artifact']} "
+              f"(precision {r['precision']:.2f}, recall {r['recall']:.2f})")
+    named = sorted({r["artifact"] for r in rows if r["named"] and r["validated"]})
+    concepts = report.significant_concepts(len(report.concepts))
+    by_concept = sorted(a for a in ARTIFACTS if a not in named and concepts["label"].str.contains(a.replace("_", " ") + "|" + a).any())
+    v = sum(r["validated"] for r in rows)
+    return (f"{report.summary().split(';')[0]}; {len(report.slices)} slices ({v} validated on held-out volumes); artifacts named by a "
+            f"validated slice: {', '.join(named) or 'none'}; by an enriched concept only: {', '.join(by_concept) or 'none'}; "
+            f"{len(report.queue)} look-alikes queued in {report.path / 'queue.csv'}")
+
+
 STAGES: list[tuple[str, Callable[[Workspace, DemoOptions], str]]] = [
-    ("store", stage_store), ("train", stage_train), ("label", stage_label), ("search", stage_search)]
+    ("store", stage_store), ("train", stage_train), ("label", stage_label), ("search", stage_search), ("audit", stage_audit)]
 
 
 def run_demo(workspace: Path, *, small: bool = False, rebuild: bool = False) -> dict[str, str]:

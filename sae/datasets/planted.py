@@ -76,6 +76,9 @@ class PlantedConfig:
     rows_per_group: int = 10
     slices: tuple[SliceSpec, ...] = DEFAULT_SLICES
     base_failure_rate: float = 0.03
+    reveal_slice_concepts: bool = False
+    """Also name the concepts behind the planted slices in the metadata columns, so offline
+    (metadata) labels can name them: the slice-naming benchmark needs labels that could be right."""
     dtype: str = "float32"
     seed: int = 0
 
@@ -159,6 +162,8 @@ def _reveal(cfg: PlantedConfig, parents: np.ndarray, slices: list[dict], rng: np
     taken = {c for s in slices for c in s["concepts"]}
     candidates = [c for c in range(cfg.n_concepts) if c not in taken]
     chosen = rng.choice(candidates, size=min(cfg.n_revealed, len(candidates)), replace=False)
+    if cfg.reveal_slice_concepts:
+        chosen = np.concatenate([np.asarray(sorted(taken), dtype=chosen.dtype), chosen])[: max(cfg.n_revealed, len(taken))]
     n_cols = max(1, min(cfg.n_meta_columns, len(META_COLUMN_NAMES), len(chosen)))
     return {META_COLUMN_NAMES[i]: sorted(int(c) for c in chosen[i::n_cols]) for i in range(n_cols)}
 

@@ -1,0 +1,9 @@
+"""Quality-failure audit: the concepts that explain failures, validated failure slices, look-alike queues, a concept map."""
+
+from sae.audit.enrichment import concept_enrichment, newcombe, wilson
+from sae.audit.report import AuditReport, audit
+from sae.audit.signal import FailureSignal, FailureSignalError
+from sae.audit.slices import AuditConfig, Slice
+
+__all__ = ["concept_enrichment", "newcombe", "wilson", "AuditReport", "audit", "FailureSignal", "FailureSignalError",
+           "AuditConfig", "Slice"]

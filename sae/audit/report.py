@@ -1,0 +1,163 @@
+"""The audit end to end: signal -> enriched concepts -> slices (validated) -> look-alike queue -> map; saved to the workspace."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sae.audit.enrichment import concept_enrichment
+from sae.audit.queue import lookalike_queue
+from sae.audit.signal import FailureSignal
+from sae.audit.slices import AuditConfig, Slice, discover, rule_rows, rule_score, split_rows
+from sae.audit.validate import validate
+from sae.search.example import ExamplePlanner
+from sae.search.index import ConceptIndex, html_table
+
+
+@dataclass
+class AuditReport:
+    """Everything an audit found: concepts, slices (validated or not, with reasons), look-alikes, map."""
+
+    signal: FailureSignal
+    config: AuditConfig
+    concepts: pd.DataFrame
+    """Per-feature failure enrichment over all items (most significant first)."""
+    slices: list[Slice]
+    queue: pd.DataFrame
+    info: dict
+    ids: np.ndarray = field(repr=False, default=None)
+    map: pd.DataFrame | None = None
+    path: Path | None = None
+
+    def slice_table(self) -> pd.DataFrame:
+        rows = []
+        for s in self.slices:
+            st = s.stats
+            rows.append({"slice": s.id, "name": s.name, "validated": st.get("validated", False), "concepts": list(s.concepts), "without": list(s.negated),
+                         "cluster_size": st.get("cluster_size"), "discovery_members": st.get("discovery_members"),
+                         "discovery_failure_rate": st.get("discovery_failure_rate"), "holdout_members": st.get("holdout_members"),
+                         "holdout_failure_rate": st.get("holdout_failure_rate"), "holdout_lift": st.get("holdout_lift"),
+                         "holdout_q": st.get("holdout_q"), "why_not": st.get("why_not", ""),
+                         "prototypes": [str(self.ids[r]) for r in s.prototypes] if self.ids is not None else list(s.prototypes)})
+        cols = ["slice", "name", "validated", "concepts", "without", "cluster_size", "discovery_members", "discovery_failure_rate",
+                "holdout_members", "holdout_failure_rate", "holdout_lift", "holdout_q", "why_not", "prototypes"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def significant_concepts(self, n: int = 20) -> pd.DataFrame:
+        return self.concepts[(self.concepts["q"] < self.config.alpha) & (self.concepts["risk_difference"] > 0)].head(n)
+
+    def members(self, slice_id: int, index: ConceptIndex) -> pd.DataFrame:
+        """Every item matching a slice's rule, strongest first, with its failure flag."""
+        s = self.slices[slice_id]
+        rows = rule_rows(index, s.concepts, negated=s.negated)
+        score = rule_score(index, s.concepts, rows)
+        order = np.lexsort((rows, -score))
+        return pd.DataFrame({"row": rows[order], "id": self.ids[rows[order]], "score": score[order], "failed": self.signal.failed[rows[order]]})
+
+    def summary(self) -> str:
+        v = sum(s.stats.get("validated", False) for s in self.slices)
+        return (f"{self.signal.source}: {int(self.signal.failed.sum()):,} of {len(self.signal.failed):,} items fail "
+                f"({self.signal.rate:.1%}); {int((self.concepts['q'] < self.config.alpha).sum())} concepts enriched (q < {self.config.alpha}); "
+                f"{len(self.slices)} slices, {v} validated on held-out items; {self.info.get('unexplained', 0)} failing discovery items unexplained")
+
+    def _repr_html_(self) -> str:
+        t = self.slice_table().drop(columns=["concepts", "without"])
+        c = self.significant_concepts(10)[["feature", "label", "n_active", "failure_rate_active", "failure_rate_inactive", "ci_low", "ci_high", "q"]]
+        return (f"<div><b>Failure audit</b>: {html.escape(self.summary())}<h4>Slices</h4>{html_table(t)}"
+                f"<h4>Concepts that explain the failures</h4>{html_table(c)}</div>")
+
+    def save(self, folder: Path) -> Path:
+        """Write the report atomically: concepts.parquet, slices.parquet, queue.csv, map.parquet, report.json."""
+        folder = Path(folder)
+        tmp = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.concepts.to_parquet(tmp / "concepts.parquet")
+        t = self.slice_table()
+        t.assign(concepts=t["concepts"].map(json.dumps), without=t["without"].map(json.dumps),
+                 prototypes=t["prototypes"].map(json.dumps)).to_parquet(tmp / "slices.parquet")
+        self.queue.to_csv(tmp / "queue.csv", index=False)
+        if self.map is not None:
+            self.map.to_parquet(tmp / "map.parquet")
+        doc = {"signal": {"source": self.signal.source, "items": int(len(self.signal.failed)), "failed": int(self.signal.failed.sum())},
+               "config": asdict(self.config), "info": self.info, "summary": self.summary()}
+        (tmp / "report.json").write_text(json.dumps(doc, indent=2, default=float))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+        self.path = folder
+        return folder
+
+
+def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, str], ids: np.ndarray, *,
+          groups: np.ndarray | None = None, pool: np.ndarray | None = None, config: AuditConfig = AuditConfig(),
+          with_map: bool = False, map_cache: Path | None = None, map_key: str = "") -> AuditReport:
+    """Run the whole audit on one SAE's index. ``pool`` (bool per row) is where look-alikes are mined
+    (default: the passing items); ``groups`` keeps whole volumes/patients on one side of the split."""
+    from sae.errors import SaeError
+
+    cfg = config
+    failed = signal.check(cfg.min_slice_size).failed
+    if len(failed) != index.n_rows:
+        raise SaeError(f"the failure signal has {len(failed)} values; the SAE's codes have {index.n_rows} rows")
+    disc, hold = split_rows(index.n_rows, groups, cfg.holdout_frac, cfg.seed)
+    concepts = concept_enrichment(index, failed, labels)
+    exclude = (signal.column.replace("_", " ").lower(),) if signal.column else ()
+    slices, info = discover(index, failed, labels, disc, cfg, exclude_terms=exclude)
+    validate(index, failed, slices, disc, hold, cfg)
+    slices.sort(key=lambda s: (not s.stats.get("validated", False), -s.stats.get("holdout_failed", 0)))
+    for i, s in enumerate(slices):
+        s.id = i
+    pool = ~failed if pool is None else np.asarray(pool, bool)
+    queue = lookalike_queue(index, ExamplePlanner(index, codes, labels), slices, pool, cfg.queue_size, ids)
+    info |= {"discovery_rows": int(len(disc)), "holdout_rows": int(len(hold)), "pool_rows": int(pool.sum())}
+    report = AuditReport(signal, cfg, concepts, slices, queue, info, ids=ids)
+    if with_map:
+        from sae.audit.concept_map import concept_map
+
+        report.map = concept_map(index, codes, cache_dir=map_cache, key=map_key)
+    return report
+
+
+def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None = None, threshold: float | None = None,
+              above: bool = True, probe: str | None = None, labeler: str | None = None, config: AuditConfig = AuditConfig(),
+              pool_column: str | None = None, with_map: bool = False, name: str | None = None, save: bool = True) -> AuditReport:
+    """Audit an SAE run of a workspace: the signal from a column (``failure``), a probe's errors
+    (``probe``) or given; the report is saved under ``saes/<run>/audits/<name>/``."""
+    from sae.errors import SaeError
+    from sae.interpret import load_labels
+
+    store = run.ws.open_store()
+    run.check_store(store)
+    meta = store.meta()
+    group_key = store.provenance.get("group_key")
+    groups = meta[group_key].to_numpy() if group_key in meta else None
+    if signal is None:
+        if failure:
+            signal = FailureSignal.from_column(meta, failure, threshold, above)
+        elif probe:
+            if probe not in meta:
+                raise SaeError(f"unknown probe target {probe!r}; the store has {sorted(c for c in meta if c != 'id')}")
+            signal = FailureSignal.probe_errors(store.read_embeddings(), meta[probe], groups=groups)
+        else:
+            raise SaeError("give a failure signal: a column (--failure quality_fail) or a probe target (--probe orientation)")
+    pool = None
+    if pool_column:
+        if pool_column not in meta or not pd.api.types.is_bool_dtype(meta[pool_column]):
+            raise SaeError(f"--pool-column must name a boolean column (True = may be queued); got {pool_column!r}")
+        pool = meta[pool_column].to_numpy(bool)
+    codes = run.codes(store)
+    labels = load_labels(run, labeler, store=store)
+    index = ConceptIndex(codes)
+    folder = run.path / "audits" / (name or signal.column or (f"probe-{probe}" if probe else "signal"))
+    report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
+                   with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}")
+    if save:
+        report.save(folder)
+    return report

@@ -1,0 +1,247 @@
+"""Failure slices: cluster the failing items in the concept space, name each cluster by a concept rule.
+
+Method (and why). Failing items of the discovery split are represented by their presences on the
+features enriched for failure there (q < alpha, lift >= min_lift), each column weighted by log lift so
+failure-related concepts dominate and the many incidental ones (anatomy, position) do not; rows are
+L2-normalised (spherical k-means: shared concepts, not activation scale, define similarity). K-means
+is chosen over HDBSCAN because failing items are few and their codes sparse: density estimates in
+tens of dimensions are unstable at a few hundred points, while k-means with k picked by silhouette
+(2..max_k, cosine) is stable, seeded and cheap; items with none of the enriched concepts are
+reported as unexplained rather than forced into a cluster.
+
+Each cluster is then described by a *rule*: the conjunction of up to ``max_concepts`` concepts that
+best separate its members from passing items (share in the cluster x log ratio to the share among
+passing items), grown greedily while the rule's failure rate rises and it keeps enough failing
+items. Rules, not cluster ids, define a slice, so a slice can be applied to any item: the held-out
+split (validation), the passing pool (look-alikes), new data. Clusters with the same rule merge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from sae.audit.enrichment import concept_enrichment, wilson
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    alpha: float = 0.05
+    """FDR level for enriched concepts and for validated slices."""
+    min_slice_size: int = 20
+    """Failing items a slice needs in discovery, and members it needs in the held-out split."""
+    min_lift: float = 1.5
+    """A concept or slice must fail at least this many times more often than the items overall."""
+    holdout_frac: float = 0.5
+    max_concepts: int = 3
+    max_k: int = 12
+    prototypes: int = 3
+    queue_size: int = 50
+    seed: int = 0
+
+
+@dataclass
+class Slice:
+    """One failure slice: its concept rule, name, members and statistics."""
+
+    id: int
+    name: str
+    concepts: list[int]
+    labels: list[str]
+    cluster_rows: np.ndarray
+    """Failing discovery items in the cluster the slice came from."""
+    prototypes: np.ndarray
+    stats: dict = field(default_factory=dict)
+    negated: list[int] = field(default_factory=list)
+    """Concepts the slice's items must lack (a spurious cue fails where the true concept is absent)."""
+    negated_labels: list[str] = field(default_factory=list)
+
+
+def split_rows(n: int, groups: np.ndarray | None, holdout_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(discovery rows, held-out rows); whole groups (volumes, patients) go to one side."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        hold = rng.random(n) < holdout_frac
+    else:
+        codes, uniq = pd.factorize(pd.Series(groups).astype(object))
+        hold = (rng.random(len(uniq)) < holdout_frac)[codes]
+        if hold.all() or not hold.any():  # too few groups: fall back to items
+            hold = rng.random(n) < holdout_frac
+    return np.flatnonzero(~hold), np.flatnonzero(hold)
+
+
+def rule_rows(index, concepts: list[int], within: np.ndarray | None = None, negated: list[int] = ()) -> np.ndarray:
+    """Rows where every concept of the rule fires and no negated one does (ascending), optionally within sorted ``within``."""
+    rows = index.posting(concepts[0])[0]
+    for f in concepts[1:]:
+        rows = rows[np.isin(rows, index.posting(f)[0], assume_unique=True)]
+    for f in negated:
+        rows = rows[~np.isin(rows, index.posting(f)[0], assume_unique=True)]
+    return rows if within is None else rows[np.isin(rows, within, assume_unique=True)]
+
+
+def _negation(index, failed: np.ndarray, rows: np.ndarray, cfg: AuditConfig) -> int | None:
+    """The concept whose absence most raises the failure rate of the rule's members (a spurious cue
+    fails only without the true concept), if it keeps >= 60% of the failing members and raises the
+    rate by >= 10% (relative)."""
+    from sae.audit.enrichment import feature_counts
+
+    n_active, n_fail = feature_counts(index, failed, rows)
+    total, fails = len(rows), int(failed[rows].sum())
+    keep_n, keep_f = total - n_active, fails - n_fail
+    rate = np.where(keep_n > 0, keep_f / np.maximum(keep_n, 1), 0.0)
+    ok = (keep_f >= max(cfg.min_slice_size, 0.6 * fails)) & (rate > 1.1 * fails / max(total, 1)) & (n_active >= cfg.min_slice_size // 2)
+    if not ok.any():
+        return None
+    return int(np.flatnonzero(ok)[np.argmax(rate[ok])])
+
+
+def rule_score(index, concepts: list[int], rows: np.ndarray) -> np.ndarray:
+    """Mean calibrated activation (unclipped: the strongest items rank first) of the rule's concepts at ``rows``."""
+    return np.mean([index.ratio_at(f, rows) for f in concepts], axis=0)
+
+
+def short_label(label: str, parts: int = 2) -> str:
+    return ", ".join(p.strip() for p in label.split(",")[:parts] if p.strip()) or label
+
+
+def slice_name(labels: list[str]) -> str:
+    """Labels of the rule's concepts, each cut to its first terms, repeated terms dropped."""
+    seen: list[str] = []
+    for lab in labels:
+        for term in short_label(lab).split(", "):
+            if term and term not in seen:
+                seen.append(term)
+    return " + ".join(seen) if seen else "unnamed concepts"
+
+
+def _cluster(x: np.ndarray, min_size: int, max_k: int, seed: int) -> tuple[np.ndarray, int, float]:
+    """Spherical k-means labels with k chosen by silhouette (cosine); (labels, k, silhouette)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    n = len(x)
+    ks = [k for k in range(2, max_k + 1) if n // k >= min_size]
+    if not ks:
+        return np.zeros(n, int), 1, float("nan")
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(n, min(n, 3000), replace=False)
+    best = (np.zeros(n, int), 1, -1.0)
+    for k in ks:
+        lab = KMeans(k, n_init=4, random_state=seed).fit_predict(x)
+        if len(np.unique(lab[sample])) < 2:
+            continue
+        s = float(silhouette_score(x[sample], lab[sample], metric="cosine"))
+        if s > best[2]:
+            best = (lab, k, s)
+    return best
+
+
+def _distinguishing(presence: np.ndarray, members: np.ndarray, candidates: pd.DataFrame) -> np.ndarray:
+    """Per candidate concept: share in the cluster x log(share in the cluster / share among passing items)."""
+    share_in = (presence[members] > 0).mean(0)
+    share_pass = candidates["pass_share"].to_numpy()
+    return share_in * np.log((share_in + 1e-3) / (share_pass + 1e-3))
+
+
+def _rule(index, failed: np.ndarray, score: np.ndarray, candidates: pd.DataFrame, disc: np.ndarray, cfg: AuditConfig) -> list[int]:
+    """Greedy conjunction: start from the most distinguishing concept; add one only when it raises the
+    rule's failure rate by >= 10% (relative) while keeping >= 60% of its failing items and the minimum size."""
+    order = [i for i in np.argsort(-score) if score[i] > 0][: 3 * cfg.max_concepts]
+    if not order:
+        return []
+    feats = candidates["feature"].to_numpy()
+    rule = [int(feats[order[0]])]
+    rows = rule_rows(index, rule, disc)
+    rate, n_fail = (failed[rows].mean(), failed[rows].sum()) if len(rows) else (0.0, 0)
+    for i in order[1:]:
+        if len(rule) >= cfg.max_concepts:
+            break
+        trial = rule + [int(feats[i])]
+        r = rule_rows(index, trial, disc)
+        k = failed[r].sum() if len(r) else 0
+        if k >= max(cfg.min_slice_size, 0.6 * n_fail) and failed[r].mean() > rate * 1.1:
+            rule, rate, n_fail = trial, failed[r].mean(), k
+    return rule
+
+
+def name_terms(labels: dict[int, str], concepts: np.ndarray, weights: np.ndarray, pool: np.ndarray, n_terms: int = 3,
+               exclude: tuple[str, ...] = ()) -> list[str]:
+    """Name a slice by label terms (comma-separated parts) that its distinguishing concepts share and
+    other failure concepts do not: term score = sum of the concepts' distinguishing weights x IDF of
+    the term over all failure-enriched concepts (so generic terms like 'severe' rank low)."""
+    def terms(f: int) -> set[str]:
+        return {t.strip() for t in str(labels.get(int(f), "")).split(",") if t.strip() and not any(x in t.lower() for x in exclude)}
+
+    df: dict[str, int] = {}
+    for f in pool:
+        for t in terms(f):
+            df[t] = df.get(t, 0) + 1
+    score: dict[str, float] = {}
+    for f, w in zip(concepts, weights):
+        for t in terms(f):
+            score[t] = score.get(t, 0.0) + max(float(w), 0.0) * np.log((1 + len(pool)) / (1 + df.get(t, 0)))
+    ranked = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))
+    best = ranked[0][1] if ranked else 0.0
+    return [t for t, v in ranked[:n_terms] if v >= 0.5 * best and v > 0]
+
+
+def discover(index, failed: np.ndarray, labels: dict[int, str], disc: np.ndarray, cfg: AuditConfig,
+             exclude_terms: tuple[str, ...] = ()) -> tuple[list[Slice], dict]:
+    """Slices found on the discovery rows, and facts about the clustering (k, silhouette, unexplained).
+
+    ``exclude_terms``: label words that restate the failure signal itself (e.g. "quality fail" when
+    auditing the quality_fail column), kept out of slice names."""
+    enr = concept_enrichment(index, failed, labels, rows=disc)
+    base = failed[disc].mean()
+    cand = enr[(enr["q"] < cfg.alpha) & (enr["lift"] >= cfg.min_lift) & (enr["n_failed"] >= max(3, cfg.min_slice_size // 4))].copy()
+    info = {"enriched_concepts": int(len(cand)), "discovery_rows": int(len(disc)), "discovery_failure_rate": float(base)}
+    failing = disc[failed[disc]]
+    if cand.empty:
+        return [], {**info, "k": 0, "silhouette": float("nan"), "unexplained": int(len(failing))}
+    n_pass = max(int((~failed[disc]).sum()), 1)
+    cand["pass_share"] = (cand["n_active"] - cand["n_failed"]) / n_pass
+    feats = cand["feature"].to_numpy()
+    presence = np.stack([index.presence_at(f, failing) for f in feats], axis=1)
+    weighted = presence * np.log(np.maximum(cand["lift"].to_numpy(), 1.0 + 1e-6))
+    explained = np.flatnonzero(weighted.sum(1) > 0)
+    x = weighted[explained] / np.linalg.norm(weighted[explained], axis=1, keepdims=True)
+    labels_k, k, sil = _cluster(x, cfg.min_slice_size, cfg.max_k, cfg.seed)
+    info.update({"k": int(k), "silhouette": sil, "unexplained": int(len(failing) - len(explained))})
+    slices: dict[tuple, Slice] = {}
+    for c in range(k):
+        members = explained[labels_k == c]
+        if len(members) < cfg.min_slice_size:
+            continue
+        score = _distinguishing(presence, members, cand)
+        rule = _rule(index, failed, score, cand, disc, cfg)
+        if not rule:
+            continue
+        top = np.argsort(-score)[:10]
+        terms = name_terms(labels, feats[top], score[top], feats, exclude=exclude_terms)
+        centre = x[labels_k == c].mean(0)
+        proto = failing[members[np.argsort(-(x[labels_k == c] @ centre), kind="stable")[: cfg.prototypes]]]
+        neg = _negation(index, failed, rule_rows(index, rule, disc), cfg)
+        negated = [neg] if neg is not None and neg not in rule else []
+        key = (tuple(sorted(rule)), tuple(negated))
+        if key in slices:  # same rule from two clusters: one slice
+            s = slices[key]
+            s.cluster_rows = np.union1d(s.cluster_rows, failing[members])
+            continue
+        labs = [labels.get(f, f"feature {f}") for f in rule]
+        if negated and short_label(labels.get(negated[0], ""), 1) in terms:  # "X without X": a split feature, not a cue
+            negated = []
+        neg_labs = [labels.get(f, f"feature {f}") for f in negated]
+        name = (" + ".join(terms) if terms else slice_name(labs)) + "".join(f" without {short_label(lab, 1)}" for lab in neg_labs)
+        slices[key] = Slice(len(slices), name, rule, labs, failing[members], proto, negated=negated, negated_labels=neg_labs)
+    return list(slices.values()), info
+
+
+def describe_slice(index, failed: np.ndarray, s: Slice, rows: np.ndarray) -> dict:
+    """Members, failures and failure rate (with a Wilson interval) of a slice's rule within ``rows``."""
+    m = rule_rows(index, s.concepts, rows, s.negated)
+    k = int(failed[m].sum())
+    lo, hi = wilson(np.array([k]), np.array([len(m)]))
+    return {"members": int(len(m)), "failed": k, "failure_rate": k / max(len(m), 1), "rate_low": float(lo[0]), "rate_high": float(hi[0])}

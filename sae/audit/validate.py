@@ -1,0 +1,74 @@
+"""Held-out validation of slices: the rule's failure rate and its defining concepts must hold there.
+
+On the held-out rows a slice is validated when (1) its rule matches at least ``min_slice_size``
+items, (2) they fail at least ``min_lift`` times the held-out base rate, (3) that excess is
+significant after Benjamini-Hochberg over all slices (one-sided Fisher, q < alpha), (4) every
+defining concept is still enriched for failure there (the lower end of its risk-difference interval
+is above 0) and (5) it is not redundant: at most half of its held-out failures are already members
+of a stronger validated slice (a slice that only re-finds another slice's failures through a
+correlated concept is not a new discovery). Slices failing any check are reported with the reason,
+never hidden.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import hypergeom
+
+from sae.audit.enrichment import concept_enrichment
+from sae.audit.slices import AuditConfig, Slice, describe_slice, rule_rows
+from sae.interpret.enrichment import bh_qvalues
+
+
+def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, hold: np.ndarray, cfg: AuditConfig) -> None:
+    """Fill each slice's ``stats`` with discovery and held-out numbers and its validation verdict."""
+    if not slices:
+        return
+    base = failed[hold].mean() if len(hold) else float("nan")
+    N, F = len(hold), int(failed[hold].sum())
+    held_enr = concept_enrichment(index, failed, None, rows=hold, min_active=1).set_index("feature")
+    pvals = []
+    for s in slices:
+        d = describe_slice(index, failed, s, disc)
+        h = describe_slice(index, failed, s, hold)
+        p = float(hypergeom.sf(h["failed"] - 1, N, F, h["members"])) if h["members"] and h["failed"] > h["members"] * F / max(N, 1) else 1.0
+        pvals.append(p)
+        weak = [f for f in s.concepts if f not in held_enr.index or held_enr.loc[f, "ci_low"] <= 0]
+        s.stats = {"discovery_" + k: v for k, v in d.items()} | {"holdout_" + k: v for k, v in h.items()} | {
+            "cluster_size": int(len(s.cluster_rows)), "holdout_lift": h["failure_rate"] / max(base, 1e-12),
+            "holdout_p": p, "concepts_not_holding": weak}
+    q = bh_qvalues(np.asarray(pvals))[0]
+    for s, qv in zip(slices, q):
+        st = s.stats
+        st["_holdout_failed_rows"] = (lambda m: m[failed[m]])(rule_rows(index, s.concepts, hold, s.negated))
+        reasons = []
+        if st["holdout_members"] < cfg.min_slice_size:
+            reasons.append(f"{st['holdout_members']} held-out members < {cfg.min_slice_size}")
+        if st["holdout_lift"] < cfg.min_lift:
+            reasons.append(f"held-out lift {st['holdout_lift']:.2f} < {cfg.min_lift}")
+        if qv >= cfg.alpha:
+            reasons.append(f"held-out q {qv:.2g} >= {cfg.alpha}")
+        if st["concepts_not_holding"]:
+            reasons.append(f"concepts {st['concepts_not_holding']} not enriched on held-out items")
+        st["holdout_q"] = float(qv)
+        st["validated"] = not reasons
+        st["why_not"] = "; ".join(reasons)
+    _mark_redundant(slices)
+
+
+def _mark_redundant(slices: list[Slice]) -> None:
+    """Strongest validated slices first; a later one whose held-out failures are mostly already covered is redundant."""
+    covered = np.zeros(0, np.int64)
+    strongest = sorted((s for s in slices if s.stats["validated"]), key=lambda s: -len(s.stats["_holdout_failed_rows"]))
+    owners: list[int] = []
+    for s in strongest:
+        rows = s.stats["_holdout_failed_rows"]
+        share = float(np.isin(rows, covered).mean()) if len(rows) else 1.0
+        if share > 0.5:
+            s.stats["validated"] = False
+            s.stats["why_not"] = f"redundant: {share:.0%} of its held-out failures belong to stronger slices {owners}"
+            continue
+        covered = np.union1d(covered, rows)
+        owners.append(s.id)
+    for s in slices:
+        s.stats.pop("_holdout_failed_rows", None)

@@ -1,0 +1,50 @@
+"""``sae audit``: which concepts explain a failure signal, validated failure slices, a look-alike queue."""
+
+from __future__ import annotations
+
+
+def add_audit_parser(sub) -> None:
+    p = sub.add_parser("audit", help="explain a failure signal with concepts and validated, named failure slices")
+    p.add_argument("workspace")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--failure", metavar="COLUMN", help="a boolean (or numeric, with --threshold) metadata column")
+    src.add_argument("--probe", metavar="TARGET", help="failures = items a cross-validated probe for this column misclassifies")
+    p.add_argument("--threshold", type=float, help="numeric column: failure = value above it (or below, with --below)")
+    p.add_argument("--below", action="store_true")
+    p.add_argument("--run", help="SAE run name (default: the latest)")
+    p.add_argument("--labels", help="which labels name the concepts (default: the most recent)")
+    p.add_argument("--name", help="report folder name under saes/<run>/audits/ (default: the column)")
+    p.add_argument("--pool-column", help="boolean column: items that may enter the look-alike queue (default: passing items)")
+    p.add_argument("--min-slice-size", type=int, default=20)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--queue-size", type=int, default=50)
+    p.add_argument("--map", action="store_true", help="also compute the 2-D UMAP concept map (cached)")
+    p.set_defaults(func=cmd_audit)
+
+
+def print_report(report, n: int = 10) -> None:
+    import pandas as pd
+
+    print(report.summary())
+    t = report.slice_table()
+    show = t[["slice", "name", "validated", "cluster_size", "holdout_members", "holdout_failure_rate", "holdout_q", "why_not"]]
+    with pd.option_context("display.width", 220, "display.max_colwidth", 60, "display.max_columns", 20):
+        print(show.head(n).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        c = report.significant_concepts(n)[["feature", "label", "n_active", "failure_rate_active", "failure_rate_inactive", "ci_low", "ci_high", "q"]]
+        print("concepts that explain the failures (risk difference 95% CI, BH q):")
+        print(c.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+
+def cmd_audit(args) -> int:
+    from sae.audit import AuditConfig
+    from sae.audit.report import audit_run
+    from sae.runs import SAERun
+    from sae.workspace import Workspace
+
+    run = SAERun.find(Workspace(args.workspace), args.run)
+    cfg = AuditConfig(alpha=args.alpha, min_slice_size=args.min_slice_size, queue_size=args.queue_size)
+    report = audit_run(run, failure=args.failure, threshold=args.threshold, above=not args.below, probe=args.probe,
+                       labeler=args.labels, config=cfg, pool_column=args.pool_column, with_map=args.map, name=args.name)
+    print_report(report)
+    print(f"written to {report.path} (concepts.parquet, slices.parquet, queue.csv{', map.parquet' if args.map else ''}, report.json)")
+    return 0

@@ -84,15 +84,16 @@ def rule_rows(index, concepts: list[int], within: np.ndarray | None = None, nega
 
 def _negation(index, failed: np.ndarray, rows: np.ndarray, cfg: AuditConfig) -> int | None:
     """The concept whose absence most raises the failure rate of the rule's members (a spurious cue
-    fails only without the true concept), if it keeps >= 60% of the failing members and raises the
-    rate by >= 10% (relative)."""
+    fails only without the true concept), if it keeps >= 60% of the failing members and closes at
+    least half of the gap between the rule's failure rate and 1."""
     from sae.audit.enrichment import feature_counts
 
     n_active, n_fail = feature_counts(index, failed, rows)
     total, fails = len(rows), int(failed[rows].sum())
     keep_n, keep_f = total - n_active, fails - n_fail
     rate = np.where(keep_n > 0, keep_f / np.maximum(keep_n, 1), 0.0)
-    ok = (keep_f >= max(cfg.min_slice_size, 0.6 * fails)) & (rate > 1.1 * fails / max(total, 1)) & (n_active >= cfg.min_slice_size // 2)
+    now = fails / max(total, 1)
+    ok = (keep_f >= max(cfg.min_slice_size, 0.6 * fails)) & (rate - now >= 0.5 * (1 - now)) & (n_active >= cfg.min_slice_size // 2)
     if not ok.any():
         return None
     return int(np.flatnonzero(ok)[np.argmax(rate[ok])])

@@ -4,9 +4,9 @@ On the held-out rows a slice is validated when (1) its rule matches at least ``m
 items, (2) they fail at least ``min_lift`` times the held-out base rate, (3) that excess is
 significant after Benjamini-Hochberg over all slices (one-sided Fisher, q < alpha), (4) every
 defining concept is still enriched for failure there (the lower end of its risk-difference interval
-is above 0) and (5) it is not redundant: at most half of its held-out failures are already members
-of a stronger validated slice (a slice that only re-finds another slice's failures through a
-correlated concept is not a new discovery). Slices failing any check are reported with the reason,
+is above 0) and (5) it is not redundant: its held-out members outside every stronger validated slice
+still fail at least ``min_lift`` times the base rate (a slice that only re-finds other slices'
+failures through a correlated concept is not a new discovery). Slices failing any check are reported with the reason,
 never hidden.
 """
 
@@ -40,7 +40,7 @@ def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, h
     q = bh_qvalues(np.asarray(pvals))[0]
     for s, qv in zip(slices, q):
         st = s.stats
-        st["_holdout_failed_rows"] = (lambda m: m[failed[m]])(rule_rows(index, s.concepts, hold, s.negated))
+        st["_holdout_rows"] = rule_rows(index, s.concepts, hold, s.negated)
         reasons = []
         if st["holdout_members"] < cfg.min_slice_size:
             reasons.append(f"{st['holdout_members']} held-out members < {cfg.min_slice_size}")
@@ -53,22 +53,25 @@ def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, h
         st["holdout_q"] = float(qv)
         st["validated"] = not reasons
         st["why_not"] = "; ".join(reasons)
-    _mark_redundant(slices)
+    _mark_redundant(slices, failed, base, cfg)
 
 
-def _mark_redundant(slices: list[Slice]) -> None:
-    """Strongest validated slices first; a later one whose held-out failures are mostly already covered is redundant."""
+def _mark_redundant(slices: list[Slice], failed: np.ndarray, base: float, cfg: AuditConfig) -> None:
+    """Strongest validated slices first; a later one must still fail more than expected on its held-out
+    members outside every stronger kept slice (it adds failures the stronger slices do not explain)."""
     covered = np.zeros(0, np.int64)
-    strongest = sorted((s for s in slices if s.stats["validated"]), key=lambda s: -len(s.stats["_holdout_failed_rows"]))
-    owners: list[int] = []
-    for s in strongest:
-        rows = s.stats["_holdout_failed_rows"]
-        share = float(np.isin(rows, covered).mean()) if len(rows) else 1.0
-        if share > 0.5:
+    names: list[str] = []
+    for s in sorted((s for s in slices if s.stats["validated"]), key=lambda s: -s.stats["holdout_failed"]):
+        rows = s.stats["_holdout_rows"]
+        rest = rows[~np.isin(rows, covered)]
+        k = int(failed[rest].sum())
+        rate = k / max(len(rest), 1)
+        if len(rest) < cfg.min_slice_size // 2 or rate < cfg.min_lift * base:
             s.stats["validated"] = False
-            s.stats["why_not"] = f"redundant: {share:.0%} of its held-out failures belong to stronger slices {owners}"
+            s.stats["why_not"] = (f"redundant: outside the stronger slices {names} its {len(rest)} held-out members fail at "
+                                  f"{rate:.0%} (needs {cfg.min_lift * base:.0%})")
             continue
         covered = np.union1d(covered, rows)
-        owners.append(s.id)
+        names.append(s.name)
     for s in slices:
-        s.stats.pop("_holdout_failed_rows", None)
+        s.stats.pop("_holdout_rows", None)

@@ -19,6 +19,9 @@ def add_audit_parser(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--queue-size", type=int, default=50)
     p.add_argument("--map", action="store_true", help="also compute the 2-D UMAP concept map (cached)")
+    p.add_argument("--llm-model", help="name and summarise the slices with this LLM too (or SAE_LLM_MODEL)")
+    p.add_argument("--base-url", help="OpenAI-compatible server URL for --llm-model (or OPENAI_BASE_URL)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.set_defaults(func=cmd_audit)
 
 
@@ -27,7 +30,9 @@ def print_report(report, n: int = 10) -> None:
 
     print(report.summary())
     t = report.slice_table()
-    show = t[["slice", "name", "validated", "cluster_size", "holdout_members", "holdout_failure_rate", "holdout_q", "why_not"]]
+    cols = ["slice", "name"] + (["llm_name"] if (t["llm_name"] != "").any() else []) + [
+        "validated", "cluster_size", "holdout_members", "holdout_failure_rate", "holdout_q", "why_not"]
+    show = t[cols]
     with pd.option_context("display.width", 220, "display.max_colwidth", 60, "display.max_columns", 20):
         print(show.head(n).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         c = report.significant_concepts(n)[["feature", "label", "n_active", "failure_rate_active", "failure_rate_inactive", "ci_low", "ci_high", "q"]]
@@ -43,8 +48,13 @@ def cmd_audit(args) -> int:
 
     run = SAERun.find(Workspace(args.workspace), args.run)
     cfg = AuditConfig(alpha=args.alpha, min_slice_size=args.min_slice_size, queue_size=args.queue_size)
+    llm = None
+    if args.llm_model:
+        from sae.interpret.llm import LLMClient, LLMConfig
+
+        llm = LLMClient(LLMConfig(model=args.llm_model, base_url=args.base_url, api_key_env=args.api_key_env))
     report = audit_run(run, failure=args.failure, threshold=args.threshold, above=not args.below, probe=args.probe,
-                       labeler=args.labels, config=cfg, pool_column=args.pool_column, with_map=args.map, name=args.name)
+                       labeler=args.labels, config=cfg, pool_column=args.pool_column, with_map=args.map, name=args.name, llm=llm)
     print_report(report)
     print(f"written to {report.path} (concepts.parquet, slices.parquet, queue.csv{', map.parquet' if args.map else ''}, report.json)")
     return 0

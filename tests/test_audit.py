@@ -176,3 +176,32 @@ def test_cli_audit(labeled_run, capsys):
     assert main(["audit", str(ws.path), "--failure", "artifact"]) == 2
     assert "holds text" in capsys.readouterr().err
     assert main(["audit", str(ws.path), "--probe", "orientation", "--min-slice-size", "5"]) in (0, 2)
+
+
+def test_llm_names_slices_through_the_shared_wrapper(labeled_run, fake_openai, tmp_path):
+    from sae.audit.naming import name_slices
+    from sae.interpret.llm import LLMClient, LLMConfig
+    from sae.interpret import load_labels
+
+    ws, run = labeled_run
+    meta = ws.open_store().meta()
+    codes = run.codes()
+    index = ConceptIndex(codes)
+    rep = audit(index, codes, FailureSignal.from_column(meta, "quality_fail"), load_labels(run).mapping(), meta["id"].to_numpy(),
+                config=AuditConfig(min_slice_size=5))
+    seen = []
+
+    def answer(body):
+        user = body["messages"][-1]["content"]
+        seen.append(user)
+        return json.dumps({"name": "noisy scans", "summary": "They fail often."})
+
+    fake_openai.responder = answer
+    fake_openai.script.append(("content", "not json at all"))
+    fake_openai.script.append(("content", "still not json"))
+    client = LLMClient(LLMConfig(model="fake", base_url=fake_openai.base_url, cache_dir=str(tmp_path / "c"), backoff_s=0.01, concurrency=1), api_key="k")
+    errors = name_slices(rep, client)
+    table = rep.slice_table()
+    assert len(errors) == 1 and "malformed" in errors[0]  # one slice's answers stayed malformed after repair; the rest are named
+    assert (table["llm_name"] == "noisy scans").sum() == len(table) - 1
+    assert all("<data>" in u for u in seen if "Slice concepts" in u)

@@ -44,9 +44,10 @@ class AuditReport:
                          "discovery_failure_rate": st.get("discovery_failure_rate"), "holdout_members": st.get("holdout_members"),
                          "holdout_failure_rate": st.get("holdout_failure_rate"), "holdout_lift": st.get("holdout_lift"),
                          "holdout_q": st.get("holdout_q"), "why_not": st.get("why_not", ""),
+                         "llm_name": st.get("llm_name", ""), "llm_summary": st.get("llm_summary", ""),
                          "prototypes": [str(self.ids[r]) for r in s.prototypes] if self.ids is not None else list(s.prototypes)})
         cols = ["slice", "name", "validated", "concepts", "without", "cluster_size", "discovery_members", "discovery_failure_rate",
-                "holdout_members", "holdout_failure_rate", "holdout_lift", "holdout_q", "why_not", "prototypes"]
+                "holdout_members", "holdout_failure_rate", "holdout_lift", "holdout_q", "why_not", "llm_name", "llm_summary", "prototypes"]
         return pd.DataFrame(rows, columns=cols)
 
     def significant_concepts(self, n: int = 20) -> pd.DataFrame:
@@ -127,9 +128,11 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
 
 def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None = None, threshold: float | None = None,
               above: bool = True, probe: str | None = None, labeler: str | None = None, config: AuditConfig = AuditConfig(),
-              pool_column: str | None = None, with_map: bool = False, name: str | None = None, save: bool = True) -> AuditReport:
+              pool_column: str | None = None, with_map: bool = False, name: str | None = None, save: bool = True,
+              llm=None) -> AuditReport:
     """Audit an SAE run of a workspace: the signal from a column (``failure``), a probe's errors
-    (``probe``) or given; the report is saved under ``saes/<run>/audits/<name>/``."""
+    (``probe``) or given; ``llm`` (an LLMClient) adds LLM names and summaries of the slices; the
+    report is saved under ``saes/<run>/audits/<name>/``."""
     from sae.errors import SaeError
     from sae.interpret import load_labels
 
@@ -158,6 +161,10 @@ def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None =
     folder = run.path / "audits" / (name or signal.column or (f"probe-{probe}" if probe else "signal"))
     report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
                    with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}")
+    if llm is not None and report.slices:
+        from sae.audit.naming import name_slices
+
+        report.info["llm_naming_errors"] = name_slices(report, llm)
     if save:
         report.save(folder)
     return report

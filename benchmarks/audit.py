@@ -14,7 +14,8 @@ metadata (so offline metadata labels can name them). An SAE is trained, labeled 
 * queue: the share of that slice's look-alike queue that are planted-slice members, over the
   share among pool (passing) items (x random).
 
-False-discovery rate: validated slices whose top 10 are < 50% members of every planted slice.
+False-discovery rate: validated slices whose top 10 are < 50% members of every planted slice (strict),
+and validated slices whose failing members mostly lie outside every planted slice (unexplained).
 Reference: Domino recovers 36% of planted slices and names 35% exactly (its paper's benchmark).
 """
 
@@ -84,10 +85,20 @@ def one_dataset(seed: int, rows: int, tmp: Path) -> tuple[list[dict], dict]:
                         "name": name, "named": named_any if found else False, "named_all": named_all if found else False,
                         "queue_precision": q_prec, "pool_prevalence": base, "queue_x_random": q_prec / max(base, 1e-12) if len(q) else 0.0})
     masks = [np.asarray(ps["rows"], bool) for ps in truth.slices]
+    anyp = np.any(masks, axis=0)
     validated = [s for s in rep.slices if s.stats.get("validated")]
-    false = [s.id for s in validated if max(float(m[top10[s.id]].mean()) if len(top10[s.id]) else 0.0 for m in masks) < 0.5]
+    records = []
+    for s in rep.slices:
+        m = rep.members(s.id, index)
+        fail_rows = m["row"].to_numpy()[m["failed"].to_numpy()]
+        records.append({"name": s.name, "validated": bool(s.stats.get("validated")), "holdout_lift": s.stats.get("holdout_lift"),
+                        "holdout_members": s.stats.get("holdout_members"),
+                        "best_precision@10": max(float(mk[top10[s.id]].mean()) if len(top10[s.id]) else 0.0 for mk in masks),
+                        "failures_in_planted": float(anyp[fail_rows].mean()) if len(fail_rows) else 0.0})
+    false = [r for r in records if r["validated"] and r["best_precision@10"] < 0.5]
+    unexplained = [r for r in records if r["validated"] and r["failures_in_planted"] < 0.5]
     return results, {"dataset": seed, "slices": len(rep.slices), "validated": len(validated), "false_discoveries": len(false),
-                     "audit_s": audit_s, "summary": rep.summary()}
+                     "unexplained_discoveries": len(unexplained), "audit_s": audit_s, "summary": rep.summary(), "slice_records": records}
 
 
 def main() -> None:
@@ -110,6 +121,7 @@ def main() -> None:
                "naming_all_concepts": float(df["named_all"].mean()),
                "naming_given_found": float(df.loc[df["found"], "named"].mean()) if df["found"].any() else 0.0,
                "fdr": sum(r["false_discoveries"] for r in runs) / max(n_val, 1), "validated_slices": n_val,
+               "fdr_unexplained": sum(r["unexplained_discoveries"] for r in runs) / max(n_val, 1),
                "queue_x_random_median": float(df.loc[df["found"], "queue_x_random"].median()) if df["found"].any() else 0.0,
                "queue_precision_mean": float(df.loc[df["found"], "queue_precision"].mean()) if df["found"].any() else 0.0,
                "by_kind": df.groupby("kind")[["found", "named", "queue_x_random"]].mean().to_dict("index"),
@@ -121,7 +133,8 @@ def main() -> None:
              f"- slice recall (a discovered slice with precision@10 >= 0.8): **{summary['recall']:.0%}** (Domino: 36%)",
              f"- top-1 naming accuracy (name states the planted concept): **{summary['naming']:.0%}** of all planted slices "
              f"({summary['naming_given_found']:.0%} of those found; subgroups with both names: {summary['naming_all_concepts']:.0%}) (Domino: 35%)",
-             f"- false-discovery rate after held-out validation: **{summary['fdr']:.0%}** of {n_val} validated slices",
+             f"- false-discovery rate after held-out validation: **{summary['fdr']:.0%}** of {n_val} validated slices have top-10 members "
+             f"< 50% inside every planted slice; **{summary['fdr_unexplained']:.0%}** have most of their failing members outside every planted slice",
              f"- look-alike queue: median **{summary['queue_x_random_median']:.1f}x** random (mean precision {summary['queue_precision_mean']:.2f})",
              f"- audit time per dataset: {summary['audit_s_mean']:.1f} s; whole benchmark {summary['seconds']:.0f} s", "",
              "| kind | found | named | queue x random |", "|---|---|---|---|"]

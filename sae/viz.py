@@ -49,3 +49,98 @@ def pareto_figure(df: pd.DataFrame, x: str = "l0", y: str = "fvu"):
         ax.legend(frameon=False, fontsize=7)
         fig.tight_layout()
     return fig
+
+
+def _text(s: object) -> str:
+    """Dataset text made safe for matplotlib ('$' would start mathtext)."""
+    return str(s).replace("$", r"\$")
+
+
+def _thumb(ax, image, title: str = "") -> None:
+    ax.imshow(image, cmap="gray" if getattr(image, "ndim", 2) == 2 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(_text(title), fontsize=7)
+
+
+def query_figure(result, images=None, n: int = 8):
+    """Query panel: the query and its plan, the top hits (thumbnails when given) and each hit's concept contributions."""
+    import numpy as np
+
+    hits = result.hits.head(n)
+    contrib = [c for c in hits.columns if c.startswith(("#", "NOT #"))]
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(7.0, 3.6 if images is not None else 2.8))
+        grid = fig.add_gridspec(2 if images is not None else 1, max(len(hits), 1), height_ratios=[1, 1.1] if images is not None else None)
+        if images is not None:
+            for i, img in enumerate(images[: len(hits)]):
+                _thumb(fig.add_subplot(grid[0, i]), img, f"#{i + 1}  {hits['score'].iloc[i]:.2f}")
+        ax = fig.add_subplot(grid[-1, :])
+        bottom_pos = np.zeros(len(hits))
+        bottom_neg = np.zeros(len(hits))
+        for name in contrib:
+            v = hits[name].to_numpy(float)
+            pos = v >= 0
+            base = np.where(pos, bottom_pos, bottom_neg)
+            ax.bar(np.arange(len(hits)) + 1, v, bottom=base, label=_text(name[:48]))
+            bottom_pos += np.where(pos, v, 0)
+            bottom_neg += np.where(pos, 0, v)
+        ax.set_xlabel("rank")
+        ax.set_ylabel("contribution to score")
+        ax.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.suptitle(_text(f"{result.plan.query!r}\n{result.plan.summary(36)}"), fontsize=8, x=0.02, ha="left")
+        fig.tight_layout()
+    return fig
+
+
+def slice_figure(report, slice_id: int, images=None):
+    """Slice panel: name and validation, prototypes, failure rate in discovery and held-out items vs the base rate."""
+    s = next(x for x in report.slices if x.id == slice_id)
+    st = s.stats
+    n_img = 0 if images is None else len(images)
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(6.0, 2.6))
+        grid = fig.add_gridspec(1, n_img + 2)
+        for i in range(n_img):
+            _thumb(fig.add_subplot(grid[0, i]), images[i], "prototype")
+        ax = fig.add_subplot(grid[0, n_img:])
+        rates = [report.signal.rate, st.get("discovery_failure_rate", 0.0), st.get("holdout_failure_rate", 0.0)]
+        ax.bar(["all items", "slice (discovery)", "slice (held-out)"], rates, color=["0.7", "tab:orange", "tab:red"])
+        lo, hi = st.get("holdout_rate_low"), st.get("holdout_rate_high")
+        if lo is not None and hi is not None:
+            ax.errorbar([2], [rates[2]], yerr=[[rates[2] - lo], [hi - rates[2]]], color="k", capsize=3, lw=1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("failure rate")
+        verdict = "validated" if st.get("validated") else f"not validated: {st.get('why_not', '')[:60]}"
+        ax.set_title(_text(f"slice {s.id}: {s.name[:60]}\n{verdict}"), fontsize=8)
+        fig.tight_layout()
+    return fig
+
+
+def concept_map_figure(report):
+    """The 2-D concept map: passing items grey, failures red, each validated slice's failing members in its own colour."""
+    import numpy as np
+
+    if report.map is None:
+        raise ValueError("the report has no map: run the audit with with_map=True (CLI: --map)")
+    xy = report.map[["x", "y"]].to_numpy()
+    failed = report.signal.failed
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.6, 4.0))
+        ax.scatter(*xy[~failed].T, s=2, c="0.8", lw=0, label="passing", rasterized=True)
+        ax.scatter(*xy[failed].T, s=3, c="tab:red", lw=0, alpha=0.5, label="failing", rasterized=True)
+        for s in report.slices:
+            if s.stats.get("validated"):
+                rows = s.cluster_rows
+                ax.scatter(*xy[rows].T, s=5, lw=0, label=_text(f"{s.id}: {s.name[:32]}"), rasterized=True)
+                cx, cy = np.median(xy[rows], axis=0)
+                ax.annotate(str(s.id), (cx, cy), fontsize=8, weight="bold")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("Concept map (UMAP of SAE presences)")
+        ax.legend(frameon=False, fontsize=6, markerscale=3, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.tight_layout()
+    return fig

@@ -205,3 +205,24 @@ def test_llm_names_slices_through_the_shared_wrapper(labeled_run, fake_openai, t
     assert len(errors) == 1 and "malformed" in errors[0]  # one slice's answers stayed malformed after repair; the rest are named
     assert (table["llm_name"] == "noisy scans").sum() == len(table) - 1
     assert all("<data>" in u for u in seen if "Slice concepts" in u)
+
+
+def test_figures_for_queries_slices_and_the_map(labeled_run, tmp_path):
+    from sae.audit.report import audit_run
+    from sae.search.searcher import Searcher
+    from sae.viz import concept_map_figure, query_figure, save_figure, slice_figure
+
+    ws, run = labeled_run
+    s = Searcher(run)
+    res = s.search("axial orientation without spike artifact", top=6)
+    res.plan = res.plan.__class__(**{**res.plan.__dict__, "query": "cost $5 <img src=x>"})  # dataset text with mathtext / HTML
+    fig = query_figure(res, s.store.previews(res.hits["row"].to_numpy()))
+    paths = save_figure(fig, tmp_path / "query", formats=("png", "pdf", "svg"), dpi=80)
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert "cost $5" in (tmp_path / "query.svg").read_text()  # editable text in the SVG
+    report = audit_run(run, failure="quality_fail", config=AuditConfig(min_slice_size=5), with_map=True, save=False)
+    if report.slices:
+        sl = report.slices[0]
+        save_figure(slice_figure(report, sl.id, s.store.previews(sl.prototypes)), tmp_path / "slice", formats=("png",), dpi=80)
+    save_figure(concept_map_figure(report), tmp_path / "map", formats=("png",), dpi=80)
+    assert (tmp_path / "map.png").stat().st_size > 1000

@@ -261,10 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_label_parser(sub)
     from sae.cli_search import add_search_parser
-    from sae.cli_audit import add_audit_parser
+    from sae.cli_audit import add_audit_parser, add_figures_parser
 
     add_search_parser(sub)
     add_audit_parser(sub)
+    add_figures_parser(sub)
     return parser
 
 

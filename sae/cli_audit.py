@@ -58,3 +58,33 @@ def cmd_audit(args) -> int:
     print_report(report)
     print(f"written to {report.path} (concepts.parquet, slices.parquet, queue.csv{', map.parquet' if args.map else ''}, report.json)")
     return 0
+
+
+def add_figures_parser(sub) -> None:
+    p = sub.add_parser("figures", help="write the standard figure set (feature, query, slice panels, concept map)")
+    p.add_argument("workspace")
+    p.add_argument("--run", help="SAE run name (default: the latest)")
+    p.add_argument("--out", help="folder (default: WORKSPACE/figures)")
+    p.add_argument("--features", type=int, default=4, help="feature panels for the N best-scored labels")
+    p.add_argument("--query", help="the query panel's query (default: the best label's first term)")
+    p.add_argument("--failure", help="also audit this column and draw its validated slices and the concept map")
+    p.add_argument("--formats", nargs="+", default=["png", "pdf", "svg"], choices=["png", "pdf", "svg"])
+    p.add_argument("--dpi", type=int, default=200)
+    p.set_defaults(func=cmd_figures)
+
+
+def cmd_figures(args) -> int:
+    from pathlib import Path
+
+    from sae.figures import write_figures
+    from sae.runs import SAERun
+    from sae.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    run = SAERun.find(ws, args.run)
+    out = Path(args.out) if args.out else ws.path / "figures"
+    files = write_figures(run, out, n_features=args.features, query=args.query, failure=args.failure, formats=args.formats, dpi=args.dpi)
+    for f in files:
+        print(f)
+    print(f"{len(files)} files in {out}")
+    return 0

@@ -131,7 +131,7 @@ def concept_map_figure(report):
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(4.6, 4.0))
         ax.scatter(*xy[~failed].T, s=2, c="0.8", lw=0, label="passing", rasterized=True)
-        ax.scatter(*xy[failed].T, s=3, c="tab:red", lw=0, alpha=0.5, label="failing", rasterized=True)
+        ax.scatter(*xy[failed].T, s=3, c="0.3", lw=0, alpha=0.5, label="failing", rasterized=True)
         for s in report.slices:
             if s.stats.get("validated"):
                 rows = s.cluster_rows
@@ -140,7 +140,41 @@ def concept_map_figure(report):
                 ax.annotate(str(s.id), (cx, cy), fontsize=8, weight="bold")
         ax.set_xticks([])
         ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
         ax.set_title("Concept map (UMAP of SAE presences)")
         ax.legend(frameon=False, fontsize=6, markerscale=3, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.tight_layout()
+    return fig
+
+
+def feature_figure(pack, label: str = "", score: str = "", images=None, activations=None):
+    """Feature panel: label and score, top items (thumbnails when given), activation histogram, enriched metadata terms."""
+    n_img = 0 if images is None else min(len(images), 6)
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(7.0, 3.4))
+        grid = fig.add_gridspec(2, max(n_img, 2), height_ratios=[1, 1.2])
+        for i in range(n_img):
+            _thumb(fig.add_subplot(grid[0, i]), images[i], f"{pack.top['activation'].iloc[i]:.2f}")
+        half = max(n_img, 2) // 2
+        ax = fig.add_subplot(grid[1, :half])
+        if activations is not None and len(activations):
+            ax.hist(activations, bins=40, color="tab:blue")
+            ax.axvline(pack.stats.get("q90", 0), color="k", ls="--", lw=0.8, label="q90 (presence 1)")
+            ax.legend(frameon=False, fontsize=6)
+        ax.set_xlabel("activation (active items)")
+        ax.set_ylabel("items")
+        ax2 = fig.add_subplot(grid[1, half:])
+        enr = pack.enrichment.sort_values("lift", ascending=False).head(5) if len(pack.enrichment) else pack.enrichment
+        if len(enr):
+            y = range(len(enr))
+            ax2.barh(list(y), enr["active_frac"], color="tab:orange", label="where it fires")
+            ax2.barh(list(y), enr["base_frac"], color="0.6", height=0.4, label="all items")
+            ax2.set_yticks(list(y), [_text(t[:28]) for t in enr["text"]], fontsize=6)
+            ax2.invert_yaxis()
+            ax2.legend(frameon=False, fontsize=6)
+        ax2.set_xlabel("share of items")
+        title = f"feature {pack.feature}: {label}" + (f"  ({score})" if score else "")
+        fig.suptitle(_text(f"{title}\nfires on {pack.stats.get('rate', 0):.1%} of items"), fontsize=8, x=0.02, ha="left")
         fig.tight_layout()
     return fig

@@ -226,3 +226,14 @@ def test_figures_for_queries_slices_and_the_map(labeled_run, tmp_path):
         save_figure(slice_figure(report, sl.id, s.store.previews(sl.prototypes)), tmp_path / "slice", formats=("png",), dpi=80)
     save_figure(concept_map_figure(report), tmp_path / "map", formats=("png",), dpi=80)
     assert (tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_cli_figures_writes_the_standard_set(labeled_run, capsys):
+    from sae.cli import main
+
+    ws, run = labeled_run
+    assert main(["figures", str(ws.path), "--features", "2", "--failure", "quality_fail", "--formats", "png", "svg", "--dpi", "60"]) == 0
+    out = capsys.readouterr().out
+    names = {p.name for p in (ws.path / "figures").iterdir()}
+    assert {"query.png", "query.svg", "concept-map.png"} <= names and sum(n.startswith("feature-") for n in names) == 4
+    assert "files in" in out

@@ -112,7 +112,7 @@ def stage_search(ws: Workspace, opts: DemoOptions) -> str:
 ARTIFACTS = ("motion", "ghosting", "spike", "bias_field", "noise", "blur")
 
 
-def artifact_agreement(report, index, meta) -> list[dict]:
+def artifact_agreement(report, meta) -> list[dict]:
     """Per slice: the artifact most of its failing members carry, precision and recall against the artifact column."""
     import numpy as np
 
@@ -120,7 +120,7 @@ def artifact_agreement(report, index, meta) -> list[dict]:
     failed = report.signal.failed
     out = []
     for s in report.slices:
-        rows = report.members(s.id, index)["row"].to_numpy()
+        rows = report.members(s.id)["row"].to_numpy()
         rows = rows[failed[rows]]
         if len(rows) == 0:
             continue
@@ -136,11 +136,10 @@ def stage_audit(ws: Workspace, opts: DemoOptions) -> str:
     """Stage 5: which concepts explain quality_fail; failure slices validated on held-out volumes, named by labels."""
     from sae.audit.report import audit_run
     from sae.runs import SAERun
-    from sae.search.index import ConceptIndex
 
     run = SAERun.find(ws)
     report = audit_run(run, failure="quality_fail", labeler="metadata", with_map=True)
-    rows = artifact_agreement(report, ConceptIndex(run.codes()), ws.open_store().meta())
+    rows = artifact_agreement(report, ws.open_store().meta())
     for r in rows:
         print(f"  slice {r['slice']} {'validated' if r['validated'] else 'not validated'}: {r['name']!r} -> {r['artifact']} "
               f"(precision {r['precision']:.2f}, recall {r['recall']:.2f})")

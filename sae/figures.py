@@ -42,7 +42,7 @@ def write_figures(run, out: Path, *, n_features: int = 4, query: str | None = No
     if failure:
         from sae.audit.report import audit_run
 
-        report = audit_run(run, failure=failure, with_map=True)
+        report = audit_run(run, failure=failure, with_map=True, index=searcher.index)
         for s in [s for s in report.slices if s.stats.get("validated")][:6]:
             save(slice_figure(report, s.id, images(np.asarray(s.prototypes)) if images else None), f"slice-{s.id}")
         save(concept_map_figure(report), "concept-map")

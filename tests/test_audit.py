@@ -93,17 +93,24 @@ def labeled_run(run_ws):
     return ws, run
 
 
-def test_audit_end_to_end_on_the_demo(labeled_run, tmp_path):
-    from sae.audit.report import audit_run
+def _demo_audit(ws, run, labels: dict[int, str] | None = None):
+    """Audit quality_fail on the small demo, split by item (its 3 volumes are too few for a volume split)."""
     from sae.interpret import load_labels
 
-    ws, run = labeled_run
     meta = ws.open_store().meta()
-    # the small demo has 3 volumes: split by item (not by volume) so discovery has enough failures
     codes = run.codes()
     index = ConceptIndex(codes)
-    report = audit(index, codes, FailureSignal.from_column(meta, "quality_fail"), load_labels(run).mapping(), meta["id"].to_numpy(),
+    labels = load_labels(run).mapping() if labels is None else labels
+    report = audit(index, codes, FailureSignal.from_column(meta, "quality_fail"), labels, meta["id"].to_numpy(),
                    config=AuditConfig(min_slice_size=5))
+    return report, index, meta
+
+
+def test_audit_end_to_end_on_the_demo(labeled_run, tmp_path):
+    from sae.audit.report import audit_run
+
+    ws, run = labeled_run
+    report, index, meta = _demo_audit(ws, run)
     table = report.slice_table()
     assert len(table) >= 1 and set(table["validated"]) <= {True, False}
     assert all(bool(v) or w for v, w in zip(table["validated"], table["why_not"]))  # an unvalidated slice says why
@@ -126,13 +133,7 @@ def test_audit_end_to_end_on_the_demo(labeled_run, tmp_path):
 
 def test_audit_html_escapes_labels(labeled_run):
     ws, run = labeled_run
-    store = ws.open_store()
-    meta = store.meta()
-    codes = run.codes(store)
-    index = ConceptIndex(codes)
-    labels = {f: "<img src=x onerror=alert(1)>" for f in range(index.n_latents)}
-    rep = audit(index, codes, FailureSignal.from_column(meta, "quality_fail"), labels, meta["id"].to_numpy(),
-                config=AuditConfig(min_slice_size=5))
+    rep, _, _ = _demo_audit(ws, run, labels={f: "<img src=x onerror=alert(1)>" for f in range(run.codes().n_latents)})
     page = rep._repr_html_()
     assert "<img src=x" not in page and "Failure audit" in page
 
@@ -181,14 +182,9 @@ def test_cli_audit(labeled_run, capsys):
 def test_llm_names_slices_through_the_shared_wrapper(labeled_run, fake_openai, tmp_path):
     from sae.audit.naming import name_slices
     from sae.interpret.llm import LLMClient, LLMConfig
-    from sae.interpret import load_labels
 
     ws, run = labeled_run
-    meta = ws.open_store().meta()
-    codes = run.codes()
-    index = ConceptIndex(codes)
-    rep = audit(index, codes, FailureSignal.from_column(meta, "quality_fail"), load_labels(run).mapping(), meta["id"].to_numpy(),
-                config=AuditConfig(min_slice_size=5))
+    rep, _, _ = _demo_audit(ws, run)
     seen = []
 
     def answer(body):

@@ -8,14 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-
-
-def presence_matrix(index, codes, rows: np.ndarray) -> sp.csr_matrix:
-    """Items x features presences (activation / the feature's q90, clipped to 1)."""
-    m = codes.rows(rows).tocsr().astype(np.float32)
-    m.data = np.minimum(m.data / index.scale[m.indices].astype(np.float32), 1.0)
-    return m
 
 
 def concept_map(index, codes, *, sample: int = 20_000, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
@@ -39,11 +31,11 @@ def concept_map(index, codes, *, sample: int = 20_000, seed: int = 0, n_neighbor
     fit_rows = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(fit_rows) - 1), min_dist=min_dist, metric="cosine", random_state=seed)
     xy = np.zeros((n, 2), np.float32)
-    xy[fit_rows] = reducer.fit_transform(presence_matrix(index, codes, fit_rows))
+    xy[fit_rows] = reducer.fit_transform(index.presences(codes, fit_rows))
     rest = np.setdiff1d(np.arange(n), fit_rows)
     for start in range(0, len(rest), 50_000):
         block = rest[start : start + 50_000]
-        xy[block] = reducer.transform(presence_matrix(index, codes, block))
+        xy[block] = reducer.transform(index.presences(codes, block))
     out = pd.DataFrame({"row": np.arange(n), "x": xy[:, 0], "y": xy[:, 1]})
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,20 +39,10 @@ def newcombe(k1, n1, k2, n2, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
     return d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
-def feature_counts(index, failed: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(items where each feature fires, failing items among them), within ``rows`` when given."""
-    weight = np.ones(index.n_rows, bool) if rows is None else np.isin(np.arange(index.n_rows), rows)
-    feat = np.repeat(np.arange(index.n_latents), np.diff(index._ptr))
-    inside = weight[index._rows]
-    n_active = np.bincount(feat[inside], minlength=index.n_latents)
-    n_fail = np.bincount(feat[inside], weights=failed[index._rows][inside], minlength=index.n_latents).astype(np.int64)
-    return n_active, n_fail
-
-
 def concept_enrichment(index, failed: np.ndarray, labels: dict[int, str] | None = None, rows: np.ndarray | None = None,
                        min_active: int = 5) -> pd.DataFrame:
     """One row per feature firing on at least ``min_active`` items, most significant first."""
-    n_active, n_fail = feature_counts(index, failed, rows)
+    n_active, n_fail = index.count_active(failed, rows)
     N = index.n_rows if rows is None else len(rows)
     F = int(failed.sum() if rows is None else failed[rows].sum())
     tested = np.flatnonzero(n_active >= min_active)

@@ -34,6 +34,8 @@ class AuditReport:
     ids: np.ndarray = field(repr=False, default=None)
     map: pd.DataFrame | None = None
     path: Path | None = None
+    index: ConceptIndex | None = field(repr=False, default=None)
+    """The index the audit ran on (slice members are read from it)."""
 
     def slice_table(self) -> pd.DataFrame:
         rows = []
@@ -53,8 +55,9 @@ class AuditReport:
     def significant_concepts(self, n: int = 20) -> pd.DataFrame:
         return self.concepts[(self.concepts["q"] < self.config.alpha) & (self.concepts["risk_difference"] > 0)].head(n)
 
-    def members(self, slice_id: int, index: ConceptIndex) -> pd.DataFrame:
+    def members(self, slice_id: int, index: ConceptIndex | None = None) -> pd.DataFrame:
         """Every item matching a slice's rule, strongest first, with its failure flag."""
+        index = index or self.index
         s = self.slices[slice_id]
         rows = rule_rows(index, s.concepts, negated=s.negated)
         score = rule_score(index, s.concepts, rows)
@@ -118,7 +121,7 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
     pool = ~failed if pool is None else np.asarray(pool, bool)
     queue = lookalike_queue(index, ExamplePlanner(index, codes, labels), slices, pool, cfg.queue_size, ids)
     info |= {"discovery_rows": int(len(disc)), "holdout_rows": int(len(hold)), "pool_rows": int(pool.sum())}
-    report = AuditReport(signal, cfg, concepts, slices, queue, info, ids=ids)
+    report = AuditReport(signal, cfg, concepts, slices, queue, info, ids=ids, index=index)
     if with_map:
         from sae.audit.concept_map import concept_map
 
@@ -129,10 +132,11 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
 def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None = None, threshold: float | None = None,
               above: bool = True, probe: str | None = None, labeler: str | None = None, config: AuditConfig = AuditConfig(),
               pool_column: str | None = None, with_map: bool = False, name: str | None = None, save: bool = True,
-              llm=None) -> AuditReport:
+              llm=None, index: ConceptIndex | None = None) -> AuditReport:
     """Audit an SAE run of a workspace: the signal from a column (``failure``), a probe's errors
-    (``probe``) or given; ``llm`` (an LLMClient) adds LLM names and summaries of the slices; the
-    report is saved under ``saes/<run>/audits/<name>/``."""
+    (``probe``) or given; ``llm`` (an LLMClient) adds LLM names and summaries of the slices;
+    ``index``: the run's ConceptIndex when the caller already built one. The report is saved under
+    ``saes/<run>/audits/<name>/``."""
     from sae.errors import SaeError
     from sae.interpret import load_labels
 
@@ -157,7 +161,7 @@ def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None =
         pool = meta[pool_column].to_numpy(bool)
     codes = run.codes(store)
     labels = load_labels(run, labeler, store=store)
-    index = ConceptIndex(codes)
+    index = index or ConceptIndex(codes)
     folder = run.path / "audits" / (name or signal.column or (f"probe-{probe}" if probe else "signal"))
     report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
                    with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}")

@@ -74,11 +74,11 @@ def split_rows(n: int, groups: np.ndarray | None, holdout_frac: float, seed: int
 
 def rule_rows(index, concepts: list[int], within: np.ndarray | None = None, negated: list[int] = ()) -> np.ndarray:
     """Rows where every concept of the rule fires and no negated one does (ascending), optionally within sorted ``within``."""
-    rows = index.posting(concepts[0])[0]
+    rows = index.feature_rows(concepts[0])
     for f in concepts[1:]:
-        rows = rows[np.isin(rows, index.posting(f)[0], assume_unique=True)]
+        rows = rows[np.isin(rows, index.feature_rows(f), assume_unique=True)]
     for f in negated:
-        rows = rows[~np.isin(rows, index.posting(f)[0], assume_unique=True)]
+        rows = rows[~np.isin(rows, index.feature_rows(f), assume_unique=True)]
     return rows if within is None else rows[np.isin(rows, within, assume_unique=True)]
 
 
@@ -86,9 +86,7 @@ def _negation(index, failed: np.ndarray, rows: np.ndarray, cfg: AuditConfig) -> 
     """The concept whose absence most raises the failure rate of the rule's members (a spurious cue
     fails only without the true concept), if it keeps >= 60% of the failing members and closes at
     least half of the gap between the rule's failure rate and 1."""
-    from sae.audit.enrichment import feature_counts
-
-    n_active, n_fail = feature_counts(index, failed, rows)
+    n_active, n_fail = index.count_active(failed, rows)
     total, fails = len(rows), int(failed[rows].sum())
     keep_n, keep_f = total - n_active, fails - n_fail
     rate = np.where(keep_n > 0, keep_f / np.maximum(keep_n, 1), 0.0)
@@ -240,9 +238,8 @@ def discover(index, failed: np.ndarray, labels: dict[int, str], disc: np.ndarray
     return list(slices.values()), info
 
 
-def describe_slice(index, failed: np.ndarray, s: Slice, rows: np.ndarray) -> dict:
-    """Members, failures and failure rate (with a Wilson interval) of a slice's rule within ``rows``."""
-    m = rule_rows(index, s.concepts, rows, s.negated)
+def describe_members(failed: np.ndarray, m: np.ndarray) -> dict:
+    """Members, failures and failure rate (with a Wilson interval) of a slice's members ``m``."""
     k = int(failed[m].sum())
     lo, hi = wilson(np.array([k]), np.array([len(m)]))
     return {"members": int(len(m)), "failed": k, "failure_rate": k / max(len(m), 1), "rate_low": float(lo[0]), "rate_high": float(hi[0])}

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import hypergeom
 
 from sae.audit.enrichment import concept_enrichment
-from sae.audit.slices import AuditConfig, Slice, describe_slice, rule_rows
+from sae.audit.slices import AuditConfig, Slice, describe_members, rule_rows
 from sae.interpret.enrichment import bh_qvalues
 
 
@@ -29,18 +29,18 @@ def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, h
     held_enr = concept_enrichment(index, failed, None, rows=hold, min_active=1).set_index("feature")
     pvals = []
     for s in slices:
-        d = describe_slice(index, failed, s, disc)
-        h = describe_slice(index, failed, s, hold)
+        held_rows = rule_rows(index, s.concepts, hold, s.negated)
+        d = describe_members(failed, rule_rows(index, s.concepts, disc, s.negated))
+        h = describe_members(failed, held_rows)
         p = float(hypergeom.sf(h["failed"] - 1, N, F, h["members"])) if h["members"] and h["failed"] > h["members"] * F / max(N, 1) else 1.0
         pvals.append(p)
         weak = [f for f in s.concepts if f not in held_enr.index or held_enr.loc[f, "ci_low"] <= 0]
         s.stats = {"discovery_" + k: v for k, v in d.items()} | {"holdout_" + k: v for k, v in h.items()} | {
             "cluster_size": int(len(s.cluster_rows)), "holdout_lift": h["failure_rate"] / max(base, 1e-12),
-            "holdout_p": p, "concepts_not_holding": weak}
+            "holdout_p": p, "concepts_not_holding": weak, "_holdout_rows": held_rows}
     q = bh_qvalues(np.asarray(pvals))[0]
     for s, qv in zip(slices, q):
         st = s.stats
-        st["_holdout_rows"] = rule_rows(index, s.concepts, hold, s.negated)
         reasons = []
         if st["holdout_members"] < cfg.min_slice_size:
             reasons.append(f"{st['holdout_members']} held-out members < {cfg.min_slice_size}")

@@ -31,7 +31,7 @@ class SAILBaseline:
     def rank(self, query: str, top: int = 100) -> np.ndarray:
         """Rows ranked by cosine(activations on the picked features, ones); items with none of them last."""
         feats = self.features(query)
-        rows = np.unique(np.concatenate([self.index.posting(f)[0] for f in feats]))
+        rows = np.unique(np.concatenate([self.index.feature_rows(f) for f in feats]))
         acts = np.stack([self.index.activation_at(f, rows) for f in feats], axis=1)
         cos = acts.sum(1) / (np.linalg.norm(acts, axis=1) * np.sqrt(len(feats)) + 1e-12)
         order = np.lexsort((rows, -cos))[:top]

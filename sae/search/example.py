@@ -36,11 +36,11 @@ class ExamplePlanner:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             raise SaeError("query by example needs at least one item")
-        csr = self.codes.rows(rows).tocsc()
-        feats = np.flatnonzero(np.diff(csr.indptr))
+        csc = self.index.presences(self.codes, rows, dtype=np.float64).tocsc()
+        feats = np.flatnonzero(np.diff(csc.indptr))
         if len(feats) == 0:
             raise SaeError(f"no SAE feature fires on the example item(s) {rows.tolist()[:5]}: nothing to search by")
-        pres = np.minimum(csr[:, feats].toarray() / self.index.scale[feats], 1.0)
+        pres = csc[:, feats].toarray()
         out = pd.DataFrame({"feature": feats, "presence": pres.mean(0), "share": (pres > 0).mean(0)})
         if self.labels is not None:
             out["label"] = [self.labels.get(int(f), "") for f in feats]

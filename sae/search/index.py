@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from sae.codes import Codes
 from sae.errors import SaeError
@@ -105,6 +106,37 @@ class ConceptIndex:
         a, b = self._ptr[f], self._ptr[f + 1]
         return self._rows[a:b], np.minimum(self._ratio[a:b], 1.0)
 
+    def feature_rows(self, feature: int) -> np.ndarray:
+        """Rows (ascending) where one feature fires; a view, no presence computed."""
+        f = self._check(feature)
+        return self._rows[self._ptr[f] : self._ptr[f + 1]]
+
+    @property
+    def _entry_feature(self) -> np.ndarray:
+        """The feature of every posting entry (built on first use, then kept)."""
+        if getattr(self, "_entry_feature_cache", None) is None:
+            self._entry_feature_cache = np.repeat(np.arange(self.n_latents, dtype=np.int32), np.diff(self._ptr))
+        return self._entry_feature_cache
+
+    def count_active(self, flag: np.ndarray, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature: items where it fires, and how many of them have ``flag`` (bool per row), within ``within`` rows."""
+        if within is None:
+            feat, rows = self._entry_feature, self._rows
+        else:
+            mask = np.zeros(self.n_rows, bool)
+            mask[within] = True
+            inside = mask[self._rows]
+            feat, rows = self._entry_feature[inside], self._rows[inside]
+        n_active = np.bincount(feat, minlength=self.n_latents)
+        n_flag = np.bincount(feat, weights=flag[rows], minlength=self.n_latents).astype(np.int64)
+        return n_active, n_flag
+
+    def presences(self, codes: Codes, rows: np.ndarray, dtype=np.float32) -> sp.csr_matrix:
+        """Items x features presences (activation / the feature's calibration quantile, clipped to 1) of ``rows``."""
+        m = codes.rows(rows).tocsr().astype(dtype)
+        m.data = np.minimum(m.data / self.scale[m.indices].astype(dtype), 1.0)
+        return m
+
     def ratio_at(self, feature: int, rows: np.ndarray, rows_sorted: bool = False) -> np.ndarray:
         """Activation / calibration quantile of ``feature`` at each of ``rows`` (0 where it does not fire).
 
@@ -134,7 +166,7 @@ class ConceptIndex:
         return self.ratio_at(feature, rows) * self.scale[self._check(feature)]
 
     def _union(self, features) -> np.ndarray:
-        return np.unique(np.concatenate([self.posting(f)[0] for f in features] or [np.zeros(0, np.int64)]))
+        return np.unique(np.concatenate([self.feature_rows(f) for f in features] or [np.zeros(0, np.int64)]))
 
     def _intersection(self, groups) -> np.ndarray:
         sets = sorted((self._union(c.feature for c in g) for g in groups), key=len)

@@ -66,8 +66,18 @@ def encode_store(
     memory_budget_gb: float = 1.0,
     device: str = "cpu",
     progress: bool = True,
+    compute=None,
 ) -> "Codes":
-    """Encode every row of ``store`` into ``dest`` (a ``codes.zarr`` folder) and index it."""
+    """Encode every row of ``store`` into ``dest`` (a ``codes.zarr`` folder) and index it.
+
+    ``compute``: a :class:`sae.distributed.DaskConfig` runs the encoding and the index on a Dask
+    cluster (a LocalCluster by default) with the same result, bit for bit; its ``memory_budget_gb``
+    then replaces ``memory_budget_gb``.
+    """
+    if compute is not None:
+        from sae.distributed.encode import encode_store_dask
+
+        return encode_store_dask(store, model, dest, compute=compute, sae_id=sae_id, batch_size=batch_size, progress=progress)
     if store.dim != model.cfg.d_in:
         raise DimensionMismatchError(f"the SAE expects {model.cfg.d_in}-d inputs but the store holds {store.dim}-d embeddings")
     dest = Path(dest).absolute()
@@ -123,19 +133,7 @@ def _build_index(group: zarr.Group, counts: np.ndarray, n_rows: int, memory_budg
     rows_ptr, rows_lat, rows_val = group["rows/ptr"], group["rows/latent"], group["rows/value"]
     blocks = _feature_blocks(counts, budget)
     for f0, f1 in tqdm(blocks, desc="index features", disable=not progress or len(blocks) == 1):
-        lat_parts, row_parts, val_parts = [], [], []
-        for r0 in range(0, n_rows, 1 << 18):
-            r1 = min(n_rows, r0 + (1 << 18))
-            p = rows_ptr[r0 : r1 + 1]
-            lat = rows_lat[int(p[0]) : int(p[-1])]
-            keep = (lat >= f0) & (lat < f1)
-            rows = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(p))
-            lat_parts.append(lat[keep])
-            row_parts.append(rows[keep])
-            val_parts.append(rows_val[int(p[0]) : int(p[-1])][keep])
-        lat, rows, vals = (np.concatenate(x) for x in (lat_parts, row_parts, val_parts))
-        order = np.lexsort((-vals, lat))  # by feature, then strongest first
-        lat, rows, vals = lat[order], rows[order], vals[order]
+        rows, vals = gather_features(rows_ptr, rows_lat, rows_val, n_rows, f0, f1)
         a, b = int(fptr[f0]), int(fptr[f1])
         if b > a:
             f_row[a:b] = rows
@@ -143,6 +141,27 @@ def _build_index(group: zarr.Group, counts: np.ndarray, n_rows: int, memory_budg
         _block_stats(stats, vals, fptr, f0, f1, n_rows)
     for name, values in stats.items():
         group.create_array(f"stats/{name}", data=values.astype(np.float32 if name != "count" else np.int64), chunks=(n,))
+
+
+def gather_features(rows_ptr, rows_lat, rows_val, n_rows: int, f0: int, f1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Posting entries (rows, values) of features ``f0:f1``, one scan of the CSR codes.
+
+    Ordered by feature, then strongest first; equal values keep row order (a stable sort), so the
+    result does not depend on how the features were split into blocks (the Dask path relies on it).
+    """
+    lat_parts, row_parts, val_parts = [], [], []
+    for r0 in range(0, n_rows, 1 << 18):
+        r1 = min(n_rows, r0 + (1 << 18))
+        p = np.asarray(rows_ptr[r0 : r1 + 1])
+        lat = np.asarray(rows_lat[int(p[0]) : int(p[-1])])
+        keep = (lat >= f0) & (lat < f1)
+        rows = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(p))
+        lat_parts.append(lat[keep])
+        row_parts.append(rows[keep])
+        val_parts.append(np.asarray(rows_val[int(p[0]) : int(p[-1])])[keep])
+    lat, rows, vals = (np.concatenate(x) for x in (lat_parts, row_parts, val_parts))
+    order = np.lexsort((-vals, lat))  # by feature, then strongest first
+    return rows[order], vals[order]
 
 
 def _block_stats(stats: dict, vals: np.ndarray, fptr: np.ndarray, f0: int, f1: int, n_rows: int) -> None:

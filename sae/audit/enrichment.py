@@ -45,6 +45,13 @@ def concept_enrichment(index, failed: np.ndarray, labels: dict[int, str] | None 
     n_active, n_fail = index.count_active(failed, rows)
     N = index.n_rows if rows is None else len(rows)
     F = int(failed.sum() if rows is None else failed[rows].sum())
+    return enrichment_table(n_active, n_fail, N, F, labels, min_active)
+
+
+def enrichment_table(n_active: np.ndarray, n_fail: np.ndarray, N: int, F: int, labels: dict[int, str] | None = None,
+                     min_active: int = 5) -> pd.DataFrame:
+    """The enrichment table from per-feature counts: items where each feature fires (``n_active``) and
+    how many of them fail (``n_fail``), out of ``N`` items of which ``F`` fail."""
     tested = np.flatnonzero(n_active >= min_active)
     na, nf = n_active[tested].astype(np.float64), n_fail[tested].astype(np.float64)
     ni, fi = N - na, F - nf

@@ -36,6 +36,8 @@ class AuditReport:
     path: Path | None = None
     index: ConceptIndex | None = field(repr=False, default=None)
     """The index the audit ran on (slice members are read from it)."""
+    run: object | None = field(repr=False, default=None)
+    """The SAE run audited (set by :func:`audit_run`; the widget view opens it)."""
 
     def slice_table(self) -> pd.DataFrame:
         rows = []
@@ -75,6 +77,17 @@ class AuditReport:
         c = self.significant_concepts(10)[["feature", "label", "n_active", "failure_rate_active", "failure_rate_inactive", "ci_low", "ci_high", "q"]]
         return (f"<div><b>Failure audit</b>: {html.escape(self.summary())}<h4>Slices</h4>{html_table(t)}"
                 f"<h4>Concepts that explain the failures</h4>{html_table(c)}</div>")
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from sae.widgets.display import bundle
+
+        def live():
+            from sae.widgets import FailureExplorer
+
+            return FailureExplorer(self)
+
+        usable = self.run is not None and self.map is not None
+        return bundle(self._repr_html_(), f"AuditReport({self.summary()})", live if usable else None)
 
     def save(self, folder: Path) -> Path:
         """Write the report atomically: concepts.parquet, slices.parquet, queue.csv, map.parquet, report.json."""
@@ -165,6 +178,7 @@ def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None =
     folder = run.path / "audits" / (name or signal.column or (f"probe-{probe}" if probe else "signal"))
     report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
                    with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}")
+    report.run = run
     if llm is not None and report.slices:
         from sae.audit.naming import name_slices
 

@@ -14,7 +14,7 @@ import html
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sae.errors import LabelError, StaleArtifactError
+from sae.interpret.edits import apply_edits, read_edits, record_edit
 from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
 from sae.interpret.labelers import DEAD, FAILED, OK, UNEXPLAINED, Label, Labeler, MetadataLabeler
 from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig
@@ -46,12 +47,27 @@ class LabelSet:
     summary: dict[str, Any]
     labeler: str
     path: Path | None = None
+    run: object | None = field(default=None, repr=False)
+    """The SAE run the labels belong to (set by :func:`load_labels`; the live view browses it)."""
 
     def get(self, feature: int) -> pd.Series:
         hit = self.frame[self.frame["feature"] == int(feature)]
         if hit.empty:
             raise LabelError(f"feature {feature} has no label in {self.labeler}")
         return hit.iloc[0]
+
+    def edit(self, feature: int, label: str, description: str = "", author: str | None = None) -> dict:
+        """Replace a feature's label by hand; recorded with provenance in ``label-edits.jsonl`` next to the labels."""
+        if self.path is None:
+            raise LabelError("these labels were not loaded from a run; nothing to record the edit next to")
+        old = self.get(feature)
+        rec = record_edit(self.path.parent, int(feature), label, description=description, author=author,
+                          replaced_labeler=self.labeler, replaced_label=str(old["label"]))
+        i = self.frame.index[self.frame["feature"] == int(feature)][0]
+        self.frame.loc[i, ["label", "edited_by", "edited_at", "status"]] = [rec["label"], rec["author"], rec["time"], OK]
+        if rec["description"]:
+            self.frame.loc[i, "description"] = rec["description"]
+        return rec
 
     def mapping(self) -> dict[int, str]:
         ok = self.frame[self.frame["status"] == OK]
@@ -69,6 +85,16 @@ class LabelSet:
 
     def worst(self, n: int = 5) -> pd.DataFrame:
         return self._ranked().tail(n).iloc[::-1]
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from sae.widgets.display import bundle
+
+        def live():
+            from sae.widgets import FeatureBrowser, Workbench
+
+            return FeatureBrowser(Workbench(self.run, self.labeler))
+
+        return bundle(self._repr_html_(), f"LabelSet({self.labeler}, {len(self.frame)} features)", live if self.run is not None else None)
 
     def _repr_html_(self) -> str:
         s = {k: v for k, v in self.summary.items() if not isinstance(v, (dict, list))}
@@ -187,8 +213,9 @@ def _save(run, labeler, frame, summary, fingerprint, judge, evidence_cfg, scorin
     return LabelSet(frame, summary, labeler.id, path)
 
 
-def load_labels(run, labeler: str | None = None, store=None) -> LabelSet:
-    """The labels of ``labeler`` (default: the most recently written) for a run; refuses stale ones."""
+def load_labels(run, labeler: str | None = None, store=None, edits: bool = True) -> LabelSet:
+    """The labels of ``labeler`` (default: the most recently written) for a run, with hand edits applied
+    (``edits=False``: the labeler's own); refuses stale ones."""
     files = sorted(Path(run.path).glob("labels-*.parquet"), key=lambda p: p.stat().st_mtime)
     if labeler is not None:
         files = [p for p in files if p.stem == f"labels-{labeler}"]
@@ -199,4 +226,5 @@ def load_labels(run, labeler: str | None = None, store=None) -> LabelSet:
     store = store or run.ws.open_store()
     if doc.get("store_fingerprint") != store.fingerprint:
         raise StaleArtifactError(f"{path.name} was made for another version of the store; re-run `sae label`")
-    return LabelSet(pd.read_parquet(path), doc.get("summary", {}), doc["labeler"], path)
+    frame = apply_edits(pd.read_parquet(path), read_edits(run.path)) if edits else pd.read_parquet(path)
+    return LabelSet(frame, doc.get("summary", {}), doc["labeler"], path, run=run)

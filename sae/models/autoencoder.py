@@ -34,9 +34,14 @@ class StepOutput:
     """Latent indices that fired in this batch (for dead-latent tracking)."""
 
 
-def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Fraction of variance unexplained: residual energy over energy around the batch mean."""
-    denom = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+def fvu(x: torch.Tensor, x_hat: torch.Tensor, denom: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of variance unexplained: residual energy over energy around the batch mean.
+
+    ``denom`` replaces the energy around the batch mean (data-parallel training passes each rank's
+    share of the global batch's energy, so the ranks' averaged gradients equal the global batch's).
+    """
+    if denom is None:
+        denom = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
     return (x - x_hat).pow(2).sum() / denom
 
 
@@ -57,6 +62,11 @@ class SparseAutoencoder(nn.Module):
         self.register_buffer("scale", torch.ones((), device=device))
         self.register_buffer("threshold", torch.zeros(n, device=device))
         self._groups = self._group_bounds()
+        self.fvu_denominator = None
+        """Optional ``x -> denominator`` for the training FVUs (set by data-parallel training)."""
+
+    def _fvu(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        return fvu(x, x_hat, None if self.fvu_denominator is None else self.fvu_denominator(x))
 
     # ------------------------------------------------------------------ structure
     def _group_bounds(self) -> list[tuple[int, int, int]]:
@@ -102,7 +112,7 @@ class SparseAutoencoder(nn.Module):
         if aux_idx.shape[1]:
             residual = (x - decode(vals, idx, self.W_dec, self.b_dec)).detach()
             e_hat = decode(aux_vals, aux_idx, self.W_dec, None)
-            aux_loss = fvu(residual, e_hat) * min(1.0, n_dead / max(1, self.cfg.aux_k_effective))
+            aux_loss = self._fvu(residual, e_hat) * min(1.0, n_dead / max(1, self.cfg.aux_k_effective))
         loss = recon_loss + self.cfg.aux_coeff * aux_loss
         active = vals > 0
         if self.cfg.arch in ("batchtopk", "matryoshka"):
@@ -111,7 +121,7 @@ class SparseAutoencoder(nn.Module):
 
     def _recon_losses(self, x, vals, idx) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.arch != "matryoshka":
-            f = fvu(x, decode(vals, idx, self.W_dec, self.b_dec))
+            f = self._fvu(x, decode(vals, idx, self.W_dec, self.b_dec))
             return f, f
         x_hat = self.b_dec.expand_as(x)
         losses = []
@@ -119,7 +129,7 @@ class SparseAutoencoder(nn.Module):
         for _, _, k in self._groups:  # prefix i reconstructs with groups 1..i only
             m = min(self.cfg.row_cap * k, idx.shape[1] - col)
             x_hat = x_hat + decode(vals[:, col : col + m], idx[:, col : col + m], self.W_dec, None)
-            losses.append(fvu(x, x_hat))
+            losses.append(self._fvu(x, x_hat))
             col += m
         return torch.stack(losses).mean(), losses[-1]
 
@@ -155,7 +165,7 @@ class SparseAutoencoder(nn.Module):
     def _forward_relu(self, x: torch.Tensor) -> StepOutput:
         z = F.relu(F.linear(x - self.b_dec.detach(), self.W_enc, self.b_enc))
         x_hat = z @ self.W_dec + self.b_dec
-        f = fvu(x, x_hat)
+        f = self._fvu(x, x_hat)
         denom = (x - x.mean(0)).pow(2).sum(1).mean().clamp_min(1e-12).sqrt()
         l1 = (z * self.W_dec.norm(dim=1)).sum(1).mean() / denom
         active = z > 0

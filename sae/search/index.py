@@ -40,6 +40,19 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     previews: object | None = None
     """Optional ``rows -> list of HTML snippets`` (thumbnails or text) used by ``_repr_html_``."""
+    searcher: object | None = field(default=None, repr=False)
+    """The :class:`~sae.search.searcher.Searcher` that produced it (the live view re-runs its plan)."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from sae.widgets.display import bundle
+
+        def live():
+            from sae.widgets import ConceptSearch, Workbench
+
+            return ConceptSearch(Workbench.of(self.searcher), plan=self.plan)
+
+        plain = f"SearchResult({self.plan.query!r}, {len(self.hits)} hits)"
+        return bundle(self._repr_html_(), plain, live if self.searcher is not None else None)
 
     def _repr_html_(self) -> str:
         notes = "".join(f"<div><i>{html.escape(n)}</i></div>" for n in self.notes)
@@ -73,6 +86,13 @@ class Scored:
     contrib: dict[str, np.ndarray]
     strict: bool
     notes: list[str]
+
+
+def presences(codes: Codes, rows: np.ndarray, scale: np.ndarray, dtype=np.float32) -> sp.csr_matrix:
+    """Items x features presences of ``rows``: activation / ``scale`` (each feature's calibration quantile), clipped to 1."""
+    m = codes.rows(rows).tocsr().astype(dtype)
+    m.data = np.minimum(m.data / scale[m.indices].astype(dtype), 1.0)
+    return m
 
 
 class ConceptIndex:
@@ -133,9 +153,7 @@ class ConceptIndex:
 
     def presences(self, codes: Codes, rows: np.ndarray, dtype=np.float32) -> sp.csr_matrix:
         """Items x features presences (activation / the feature's calibration quantile, clipped to 1) of ``rows``."""
-        m = codes.rows(rows).tocsr().astype(dtype)
-        m.data = np.minimum(m.data / self.scale[m.indices].astype(dtype), 1.0)
-        return m
+        return presences(codes, rows, self.scale, dtype)
 
     def ratio_at(self, feature: int, rows: np.ndarray, rows_sorted: bool = False) -> np.ndarray:
         """Activation / calibration quantile of ``feature`` at each of ``rows`` (0 where it does not fire).

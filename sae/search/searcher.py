@@ -148,6 +148,7 @@ class Searcher:
         info = self.meta.iloc[rows].reset_index(drop=True)
         res.hits = pd.concat([res.hits.iloc[:, :3], info, res.hits.iloc[:, 3:]], axis=1)
         res.previews = self.previews_html
+        res.searcher = self
         return res
 
     def search_groups(self, query: str | QueryPlan, pool: str = "max", top: int = 10, **filters: Any) -> pd.DataFrame:

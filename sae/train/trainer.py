@@ -91,8 +91,28 @@ class Trainer:
                 raise SaeError("training data contains NaN or Inf")
             split = Split.of(len(source), self.cfg.holdout_frac)
             fingerprint = None
-        data = TrainingData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.memory_budget_gb, self.cfg.shuffle)
-        return data, split, fingerprint
+        return self._make_data(source, split), split, fingerprint
+
+    def _make_data(self, source: Store | np.ndarray, split: Split) -> TrainingData:
+        """The training batches (``sae.distributed.ddp.DistributedTrainer`` gives each rank its share)."""
+        return TrainingData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.memory_budget_gb, self.cfg.shuffle)
+
+    # ------------------------------------------------------------------ hooks for data-parallel training
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes checkpoints, the run folder and the progress bar (rank 0)."""
+        return True
+
+    def _step_fn(self, model: SparseAutoencoder):
+        """``(x, dead) -> StepOutput`` for one training batch (DDP wraps the model here)."""
+        return model.forward_train
+
+    def _sync(self, model: SparseAutoencoder, out, n_local: int) -> tuple[torch.Tensor, int]:
+        """After a step: (latents that fired anywhere in the global batch, rows in the global batch)."""
+        return out.fired, n_local
+
+    def _log_fvu(self, out) -> float:
+        return float(out.fvu)
 
     def total_steps(self, data: TrainingData) -> int:
         """``max_samples`` worth of batches, else ``epochs`` whole passes (each ending with its partial batch)."""
@@ -136,19 +156,21 @@ class Trainer:
             self._load_checkpoint(model, opt, sched, state, identity)
         else:
             init_from_data(model, data.sample(16384, self.cfg.seed))
+        step_fn = self._step_fn(model)
         dead_window = self.cfg.dead_window or min(data.n_rows, 10_000_000)
-        self._loop(model, opt, sched, state, data, total, dead_window, stop_after, identity)
+        self._loop(model, opt, sched, state, data, total, dead_window, stop_after, identity, step_fn)
         if state.step >= total:
             model.calibrate_thresholds(torch.from_numpy(data.sample(16384, self.cfg.seed + 1)).to(device))
         self.model_, self.state_, self.in_memory_ = model, state, data.in_memory
-        if self.run_dir is not None and state.step >= total:
+        if self.run_dir is not None and state.step >= total and self.is_main:
             self._save_run(model, state, identity, total, data)
         return model
 
-    def _loop(self, model, opt, sched, state, data, total, dead_window, stop_after, identity) -> None:
+    def _loop(self, model, opt, sched, state, data, total, dead_window, stop_after, identity, step_fn=None) -> None:
+        step_fn = step_fn or model.forward_train
         bf16 = self.cfg.use_bf16()
         start_step = state.step
-        bar = tqdm(total=total, initial=state.step, desc=f"train {self.sae_cfg.arch} n={self.sae_cfg.n_latents} k={self.sae_cfg.k}", disable=not self.progress, unit="step")
+        bar = tqdm(total=total, initial=state.step, desc=f"train {self.sae_cfg.arch} n={self.sae_cfg.n_latents} k={self.sae_cfg.k}", disable=not (self.progress and self.is_main), unit="step")
         t0, window_start = time.perf_counter(), state.samples
         self.step_times_: list[float] = []
         t_step = time.perf_counter()
@@ -157,7 +179,7 @@ class Trainer:
                 x = x.to(model.W_enc.device, non_blocking=True) * model.scale
                 dead = (state.samples - state.last_fired) > dead_window
                 with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = model.forward_train(x, dead)
+                    out = step_fn(x, dead)
                 out.loss.backward()
                 model.project_decoder_grad()
                 if self.cfg.grad_clip:
@@ -166,8 +188,9 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 sched.step()
                 model.normalize_decoder()
-                state.samples += x.shape[0]
-                state.last_fired[out.fired] = state.samples
+                fired, n_rows = self._sync(model, out, x.shape[0])
+                state.samples += n_rows
+                state.last_fired[fired] = state.samples
                 state.step += 1
                 state.batch_in_epoch += 1
                 now = time.perf_counter()
@@ -175,13 +198,13 @@ class Trainer:
                 t_step = now
                 if state.step % self.cfg.log_every == 0 or state.step == total:
                     rate = (state.samples - window_start) / max(1e-9, time.perf_counter() - t0)
-                    entry = {"step": state.step, "samples": state.samples, "fvu": float(out.fvu), "l0": out.l0,
+                    entry = {"step": state.step, "samples": state.samples, "fvu": self._log_fvu(out), "l0": out.l0,
                              "dead_frac": float(dead.float().mean()), "aux_loss": float(out.aux_loss), "lr": sched.get_last_lr()[0], "samples_per_s": rate}
                     state.log.append(entry)
                     bar.set_postfix(fvu=f"{entry['fvu']:.3f}", l0=f"{entry['l0']:.1f}", dead=f"{entry['dead_frac']:.1%}")
                 bar.update(1)
                 done = state.step >= total or (stop_after is not None and state.step - start_step >= stop_after)
-                if self.run_dir is not None and (done or (self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0)):
+                if self.run_dir is not None and self.is_main and (done or (self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0)):
                     self._save_checkpoint(model, opt, sched, state, identity)
                 if done:
                     bar.close()

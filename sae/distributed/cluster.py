@@ -1,0 +1,116 @@
+"""Where distributed work runs: a Dask cluster (a LocalCluster by default, any scheduler by address).
+
+The embarrassingly parallel stages (encoding, feature statistics, the inverted index, enrichment
+counts, UMAP transforms) are split into tasks over Zarr row or entry ranges and run on
+``dask.distributed`` workers. A ``DaskConfig`` says where and how much memory each task may use:
+
+    with dask_client(DaskConfig(n_workers=2, memory_budget_gb=4)) as client:
+        encode_store(store, model, dest, compute=DaskConfig(...))
+
+``memory_budget_gb`` is the total for the whole cluster: a LocalCluster gives each worker an equal
+share as its Dask ``memory_limit``, and every stage sizes its tasks so one task fits a worker's share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+from dataclasses import dataclass
+from typing import Iterator
+
+from sae.errors import SaeError
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    """How to reach (or start) a Dask cluster and how much memory its tasks may use."""
+
+    address: str | None = None
+    """Scheduler address (``tcp://host:8786``); None starts a LocalCluster on this machine."""
+    n_workers: int = 2
+    """LocalCluster worker processes (ignored with ``address``: the cluster decides)."""
+    threads_per_worker: int = 1
+    """Threads per worker (and torch intra-op threads inside tasks)."""
+    memory_budget_gb: float = 4.0
+    """Memory for the whole cluster; each worker gets ``memory_budget_gb / n_workers`` and tasks are sized to fit."""
+    tasks_per_worker: int = 4
+    """Target tasks per worker (more: better balance; fewer: less overhead)."""
+
+    def __post_init__(self) -> None:
+        if self.n_workers <= 0 or self.threads_per_worker <= 0:
+            raise SaeError(f"n_workers and threads_per_worker must be positive, got {self.n_workers}, {self.threads_per_worker}")
+        if self.memory_budget_gb <= 0:
+            raise SaeError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}")
+
+    @property
+    def worker_budget_bytes(self) -> int:
+        """Memory one task may use (a worker's share of the budget)."""
+        return int(self.memory_budget_gb * 2**30 / self.n_workers)
+
+
+def _start_local(cfg: DaskConfig):
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+        memory_limit=cfg.worker_budget_bytes, dashboard_address=":0", scheduler_kwargs={"dashboard": False}, silence_logs=40,
+    )
+
+
+@contextlib.contextmanager
+def dask_client(cfg: DaskConfig | None = None, client=None) -> Iterator:
+    """A ``distributed.Client`` for ``cfg`` (closed on exit), or ``client`` itself when given (left open)."""
+    if client is not None:
+        yield client
+        return
+    from distributed import Client
+
+    cfg = cfg or DaskConfig()
+    if cfg.address:
+        try:
+            c = Client(cfg.address, timeout="30s")
+        except OSError as exc:
+            raise SaeError(f"cannot reach the Dask scheduler at {cfg.address}: {exc}") from exc
+        try:
+            yield c
+        finally:
+            c.close()
+        return
+    cluster = _start_local(cfg)
+    c = Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def n_workers(client) -> int:
+    """Workers currently connected (at least 1)."""
+    return max(1, len(client.nthreads()))
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process (GiB), from getrusage."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def children_peak_rss_gb() -> float:
+    """Largest peak resident memory among finished child processes (GiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+
+
+def workers_peak_rss_gb(client) -> float:
+    """Sum over the cluster's workers of each worker process's peak resident memory (GiB)."""
+    peaks = client.run(peak_rss_gb)
+    return float(sum(peaks.values()))
+
+
+def task_threads(threads: int) -> None:
+    """Inside a task: limit torch (and BLAS) to the worker's threads so workers do not oversubscribe cores."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))

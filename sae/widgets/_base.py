@@ -1,0 +1,53 @@
+"""The anywidget base every sae-workbench view shares: ES module + theme-aware CSS, errors shown in the view."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import anywidget
+import traitlets
+
+from sae.errors import SaeError
+
+STATIC = Path(__file__).parent / "static"
+
+
+def asset(*names: str) -> str:
+    """Static files joined (the shared helpers first, then the view's own code)."""
+    return "\n".join((STATIC / n).read_text(encoding="utf-8") for n in names)
+
+
+class View(anywidget.AnyWidget):
+    """A view over the Python API: user actions arrive as messages, results go back as traits."""
+
+    _css = traitlets.Unicode(asset("common.css")).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    """The last error, in words (bad input never fails silently)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.on_msg(self._dispatch)
+
+    def _dispatch(self, _widget, content, buffers) -> None:
+        kind = content.get("type", "") if isinstance(content, dict) else ""
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None:
+            self.error = f"unknown action {kind!r}"
+            return
+        self.guard(handler, content)
+
+    def guard(self, fn, *args) -> bool:
+        """Run ``fn``; an :class:`SaeError` (bad input) is shown in the view, anything else also logged.
+        The error is cleared before (not after) so an inner failure stays visible."""
+        self.error = ""
+        try:
+            fn(*args)
+        except SaeError as e:
+            self.error = str(e)
+            return False
+        except Exception as e:  # an unexpected bug: show it rather than leave the view stale
+            self.error = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+            return False
+        return True

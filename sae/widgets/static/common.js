@@ -1,0 +1,72 @@
+// Shared helpers for sae-workbench widgets. Every piece of text goes through textContent: labels,
+// ids and metadata are untrusted data and are never parsed as HTML.
+function h(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = String(v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "style") node.setAttribute("style", v);
+    else node.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+// PNG thumbnails arrive as binary buffers (DataView); each becomes an object URL, revoked on redraw.
+function imageUrls(views, previous) {
+  for (const u of previous || []) URL.revokeObjectURL(u);
+  return (views || []).map((v) => (v && v.byteLength ? URL.createObjectURL(new Blob([v], { type: "image/png" })) : ""));
+}
+
+function fmt(x, digits = 2) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  return Number(x).toFixed(digits);
+}
+
+function pct(x) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  return (100 * x).toFixed(x < 0.01 ? 2 : 1) + "%";
+}
+
+function histogram(hist, width = 260, height = 70) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", width); svg.setAttribute("height", height + 14);
+  const counts = (hist && hist.counts) || [];
+  const edges = (hist && hist.edges) || [];
+  const max = Math.max(1, ...counts);
+  const bw = width / Math.max(counts.length, 1);
+  counts.forEach((c, i) => {
+    const r = document.createElementNS(ns, "rect");
+    const bh = (height * c) / max;
+    r.setAttribute("x", i * bw); r.setAttribute("y", height - bh);
+    r.setAttribute("width", Math.max(bw - 1, 1)); r.setAttribute("height", bh);
+    r.setAttribute("fill", "var(--jp-brand-color1, #1976d2)");
+    svg.append(r);
+  });
+  if (hist && hist.q90 !== undefined && edges.length > 1) {
+    const x = (width * (hist.q90 - edges[0])) / (edges[edges.length - 1] - edges[0] || 1);
+    const l = document.createElementNS(ns, "line");
+    l.setAttribute("x1", x); l.setAttribute("x2", x); l.setAttribute("y1", 0); l.setAttribute("y2", height);
+    l.setAttribute("stroke", "var(--jp-ui-font-color1, #222)"); l.setAttribute("stroke-dasharray", "3,2");
+    svg.append(l);
+  }
+  for (const [x, anchor, v] of [[0, "start", edges[0]], [width, "end", edges[edges.length - 1]]]) {
+    if (v === undefined) continue;
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", x); t.setAttribute("y", height + 11); t.setAttribute("text-anchor", anchor);
+    t.textContent = fmt(v, 2);
+    svg.append(t);
+  }
+  return svg;
+}
+
+function thumb(url, caption, extra = {}) {
+  const body = url ? h("img", { src: url, alt: caption, loading: "lazy" }) : h("div", { class: "saew-text", text: caption });
+  return h("div", { class: "saew-thumb", title: caption, ...extra }, body, h("span", { class: "saew-grow", text: caption }));
+}

@@ -13,6 +13,14 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet "torch==${SAE_TORCH_VERSION:-2.13.0}"
 fi
 extras=""
-if [ "${1:-}" = "--dev" ]; then extras="[dev]"; fi
+if [ "${1:-}" = "--dev" ]; then
+  extras="[dev]"
+  # the browser test drives Debian's chromium with Playwright (no browser download)
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd="sudo"
+    { $sudo_cmd apt-get install -y -qq chromium >/dev/null 2>&1 || { $sudo_cmd apt-get update -qq >/dev/null 2>&1 && $sudo_cmd apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+      || echo "warning: could not install chromium; the browser test will be skipped (or fail under CI)" >&2
+  fi
+fi
 .venv/bin/python -m pip install --quiet -e ".${extras}"
 echo "sae-workbench is set up in $(pwd)/.venv"

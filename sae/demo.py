@@ -137,8 +137,12 @@ def stage_audit(ws: Workspace, opts: DemoOptions) -> str:
     from sae.audit.report import audit_run
     from sae.runs import SAERun
 
+    from sae.audit import AuditConfig
+
     run = SAERun.find(ws)
-    report = audit_run(run, failure="quality_fail", labeler="metadata", with_map=True)
+    # the small demo has a few hundred items: smaller slices are allowed so the stage still shows some
+    config = AuditConfig(min_slice_size=5) if opts.small else AuditConfig()
+    report = audit_run(run, failure="quality_fail", labeler="metadata", with_map=True, config=config)
     rows = artifact_agreement(report, ws.open_store().meta())
     for r in rows:
         print(f"  slice {r['slice']} {'validated' if r['validated'] else 'not validated'}: {r['name']!r} -> {r['artifact']} "
@@ -171,3 +175,17 @@ def run_demo(workspace: Path, *, small: bool = False, rebuild: bool = False) -> 
     print(f"demo finished in {time.perf_counter() - t_all:.1f} s; workspace {ws.path}\n")
     print_info(ws)
     return headlines
+
+
+def ensure_demo(workspace: Path, *, small: bool = False) -> Workspace:
+    """The demo workspace with its store, SAE and offline labels, building only what is missing
+    (the notebooks start with this, so each runs on its own)."""
+    from sae.runs import SAERun
+
+    ws = Workspace(workspace)
+    opts = DemoOptions(small=small)
+    for name, stage in STAGES[:2]:  # both are cached: same config + store fingerprint = no work
+        print(f"[{name}] {stage(ws, opts)}", flush=True)
+    if not (SAERun.find(ws).path / "labels-metadata.parquet").exists():
+        print(f"[label] {stage_label(ws, opts)}", flush=True)
+    return ws

@@ -210,3 +210,26 @@ def test_views_never_parse_data_as_html():
         src = js.read_text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
             assert sink not in src, f"{js.name} uses {sink}"
+
+
+def test_concept_search_edits_whole_or_groups(wb):
+    from sae.widgets import ConceptSearch
+
+    cs = ConceptSearch(wb, query="sagittal orientation with a noise artifact")
+    groups = {}
+    for c in cs.chips:
+        groups.setdefault(c["group"], []).append(c)
+    gid, members = max(groups.items(), key=lambda kv: len(kv[1]))
+    feats = [c["feature"] for c in members]
+    assert len(feats) > 1  # a broad attribute spreads over several features (an OR-group)
+    before = {c["feature"]: c["weight"] for c in members}
+    _send(cs, type="weight", features=feats, weight=2.0)
+    after = {c["feature"]: c["weight"] for c in cs.chips if c["feature"] in feats}
+    top = max(before, key=before.get)
+    assert after[top] == 2.0 and all(abs(after[f] / 2.0 - before[f] / before[top]) < 1e-3 for f in feats)  # ratios kept
+    _send(cs, type="negate", features=feats)
+    assert all(c["negated"] for c in cs.chips if c["feature"] in feats)
+    _send(cs, type="drop", features=feats)
+    assert not {c["feature"] for c in cs.chips} & set(feats) and cs.error == ""
+    _send(cs, type="weight", features=[cs.chips[0]["feature"]], weight=0)
+    assert "positive" in cs.error

@@ -114,17 +114,24 @@ class AuditReport:
 
 def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, str], ids: np.ndarray, *,
           groups: np.ndarray | None = None, pool: np.ndarray | None = None, config: AuditConfig = AuditConfig(),
-          with_map: bool = False, map_cache: Path | None = None, map_key: str = "") -> AuditReport:
+          with_map: bool = False, map_cache: Path | None = None, map_key: str = "", compute=None) -> AuditReport:
     """Run the whole audit on one SAE's index. ``pool`` (bool per row) is where look-alikes are mined
-    (default: the passing items); ``groups`` keeps whole volumes/patients on one side of the split."""
+    (default: the passing items); ``groups`` keeps whole volumes/patients on one side of the split;
+    ``compute`` (a :class:`sae.distributed.DaskConfig`) counts the enrichment and transforms the map
+    on a Dask cluster (same results)."""
     from sae.errors import SaeError
 
     cfg = config
     failed = signal.check(cfg.min_slice_size).failed
     if len(failed) != index.n_rows:
         raise SaeError(f"the failure signal has {len(failed)} values; the SAE's codes have {index.n_rows} rows")
-    disc, hold = split_rows(index.n_rows, groups, cfg.holdout_frac, cfg.seed)
-    concepts = concept_enrichment(index, failed, labels)
+    disc, hold = split_rows(index.n_rows, groups, cfg.holdout_frac, cfg.seed, cfg.min_groups)
+    if compute is not None:
+        from sae.distributed.audit import concept_enrichment_dask
+
+        concepts = concept_enrichment_dask(codes, failed, labels, compute=compute)
+    else:
+        concepts = concept_enrichment(index, failed, labels)
     exclude = (signal.column.replace("_", " ").lower(),) if signal.column else ()
     slices, info = discover(index, failed, labels, disc, cfg, exclude_terms=exclude)
     validate(index, failed, slices, disc, hold, cfg)
@@ -136,19 +143,24 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
     info |= {"discovery_rows": int(len(disc)), "holdout_rows": int(len(hold)), "pool_rows": int(pool.sum())}
     report = AuditReport(signal, cfg, concepts, slices, queue, info, ids=ids, index=index)
     if with_map:
-        from sae.audit.concept_map import concept_map
+        if compute is not None:
+            from sae.distributed.audit import concept_map_dask
 
-        report.map = concept_map(index, codes, cache_dir=map_cache, key=map_key)
+            report.map = concept_map_dask(index, codes, cache_dir=map_cache, key=map_key, compute=compute)
+        else:
+            from sae.audit.concept_map import concept_map
+
+            report.map = concept_map(index, codes, cache_dir=map_cache, key=map_key)
     return report
 
 
 def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None = None, threshold: float | None = None,
               above: bool = True, probe: str | None = None, labeler: str | None = None, config: AuditConfig = AuditConfig(),
               pool_column: str | None = None, with_map: bool = False, name: str | None = None, save: bool = True,
-              llm=None, index: ConceptIndex | None = None) -> AuditReport:
+              llm=None, index: ConceptIndex | None = None, compute=None) -> AuditReport:
     """Audit an SAE run of a workspace: the signal from a column (``failure``), a probe's errors
     (``probe``) or given; ``llm`` (an LLMClient) adds LLM names and summaries of the slices;
-    ``index``: the run's ConceptIndex when the caller already built one. The report is saved under
+    ``index``: the run's ConceptIndex when the caller already built one. ``compute``: a DaskConfig for the enrichment counts and the map. The report is saved under
     ``saes/<run>/audits/<name>/``."""
     from sae.errors import SaeError
     from sae.interpret import load_labels
@@ -177,7 +189,7 @@ def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None =
     index = index or ConceptIndex(codes)
     folder = run.path / "audits" / (name or signal.column or (f"probe-{probe}" if probe else "signal"))
     report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
-                   with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}")
+                   with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}", compute=compute)
     report.run = run
     if llm is not None and report.slices:
         from sae.audit.naming import name_slices

@@ -35,6 +35,8 @@ class AuditConfig:
     min_lift: float = 1.5
     """A concept or slice must fail at least this many times more often than the items overall."""
     holdout_frac: float = 0.5
+    min_groups: int = 10
+    """Split by group (volume, patient) only with at least this many groups; fewer make lumpy splits, so items are split instead."""
     max_concepts: int = 3
     max_k: int = 12
     prototypes: int = 3
@@ -59,13 +61,14 @@ class Slice:
     negated_labels: list[str] = field(default_factory=list)
 
 
-def split_rows(n: int, groups: np.ndarray | None, holdout_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(discovery rows, held-out rows); whole groups (volumes, patients) go to one side."""
+def split_rows(n: int, groups: np.ndarray | None, holdout_frac: float, seed: int, min_groups: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(discovery rows, held-out rows); whole groups (volumes, patients) go to one side when there are
+    at least ``min_groups`` of them, else items are split."""
     rng = np.random.default_rng(seed)
-    if groups is None:
+    codes, uniq = pd.factorize(pd.Series(groups).astype(object)) if groups is not None else (None, ())
+    if groups is None or len(uniq) < min_groups:
         hold = rng.random(n) < holdout_frac
     else:
-        codes, uniq = pd.factorize(pd.Series(groups).astype(object))
         hold = (rng.random(len(uniq)) < holdout_frac)[codes]
         if hold.all() or not hold.any():  # too few groups: fall back to items
             hold = rng.random(n) < holdout_frac

@@ -136,18 +136,45 @@ class ConceptSearch(View):
             raise SaeError("there is no plan to edit yet: type a query")
         self.set_plan(fn(self.plan))
 
+    @staticmethod
+    def _targets(msg: dict) -> list[int]:
+        """The features an action applies to: one chip (``feature``) or a whole OR-group (``features``)."""
+        feats = msg.get("features", [msg.get("feature")])
+        if not feats or any(f is None for f in feats):
+            raise SaeError("the action names no feature")
+        return [int(f) for f in feats]
+
     def _on_drop(self, msg: dict) -> None:
-        self._edit(lambda p: p.drop(int(msg["feature"])))
+        def drop(p: QueryPlan) -> QueryPlan:
+            for f in self._targets(msg):
+                p = p.drop(f)
+            return p
+        self._edit(drop)
 
     def _on_negate(self, msg: dict) -> None:
-        self._edit(lambda p: p.negate(int(msg["feature"])))
+        def negate(p: QueryPlan) -> QueryPlan:
+            for f in self._targets(msg):
+                p = p.negate(f)
+            return p
+        self._edit(negate)
 
     def _on_weight(self, msg: dict) -> None:
+        """Set the weight of a chip, or of a group's strongest member (the others keep their ratios to it)."""
         try:
             w = float(msg["weight"])
         except (TypeError, ValueError):
             raise SaeError(f"a weight must be a number (got {msg.get('weight')!r})") from None
-        self._edit(lambda p: p.reweight(int(msg["feature"]), w))
+        if not w > 0:
+            raise SaeError("weights must be positive; negate (¬) to exclude a concept or drop (×) to remove it")
+
+        def reweight(p: QueryPlan) -> QueryPlan:
+            feats = self._targets(msg)
+            current = {c.feature: c.weight for c in p.concepts if c.feature in feats}
+            factor = w / max(current.values())
+            for f in feats:
+                p = p.reweight(f, current[f] * factor)
+            return p
+        self._edit(reweight)
 
     def _on_add(self, msg: dict) -> None:
         self.add_concept(int(msg["feature"]), bool(msg.get("negated", False)))

@@ -26,16 +26,37 @@ function render({ model, el }) {
     h("div", { class: "saew-row", style: "align-items:flex-start;flex-wrap:nowrap;margin-top:6px" }, grid, side));
   el.append(root);
 
+  // One chip per OR-group (its strongest member named, the alternatives behind "+N"); actions apply to the group.
+  const open = new Set();
   function drawChips() {
-    chips.replaceChildren(...model.get("chips").map((c) => {
-      const w = h("input", { type: "number", step: 0.1, min: 0.1, value: c.weight, title: "weight" });
-      w.addEventListener("change", () => model.send({ type: "weight", feature: c.feature, weight: w.value }));
-      const cls = "saew-chip" + (c.negated ? " saew-neg" : "") + (c.required ? "" : " saew-soft");
-      return h("span", { class: cls, "data-feature": c.feature, title: (c.phrase ? "from “" + c.phrase + "”; " : "") + (c.required ? "required" : "soft") + (c.group >= 0 ? ", OR-group " + c.group : "") },
-        h("span", { class: "saew-fid", text: "#" + c.feature, onclick: () => model.send({ type: "open_feature", feature: c.feature }), style: "cursor:pointer" }),
-        h("span", { text: (c.negated ? "NOT " : "") + c.label }), w,
-        h("button", { text: c.negated ? "+" : "¬", title: c.negated ? "require it" : "exclude it", onclick: () => model.send({ type: "negate", feature: c.feature }) }),
-        h("button", { text: "×", title: "drop it", class: "saew-drop", onclick: () => model.send({ type: "drop", feature: c.feature }) }));
+    const groups = new Map();
+    for (const c of model.get("chips")) {
+      const key = c.group >= 0 ? "g" + c.group : "f" + c.feature;
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(c);
+    }
+    chips.replaceChildren(...[...groups.entries()].map(([key, members]) => {
+      members.sort((a, b) => b.weight - a.weight);
+      const top = members[0];
+      const feats = members.map((m) => m.feature);
+      const w = h("input", { type: "number", step: 0.1, min: 0.1, value: top.weight, title: "weight" });
+      w.addEventListener("change", () => model.send({ type: "weight", features: feats, weight: w.value }));
+      const cls = "saew-chip" + (top.negated ? " saew-neg" : "") + (top.required ? "" : " saew-soft");
+      const more = members.length > 1 ? h("button", { class: "saew-more", text: (open.has(key) ? "−" : "+") + (members.length - 1),
+        title: "alternatives (OR): " + members.slice(1).map((m) => "#" + m.feature + " " + m.label).join("; "),
+        onclick: () => { open.has(key) ? open.delete(key) : open.add(key); drawChips(); } }) : null;
+      const chip = h("span", { class: cls, "data-feature": top.feature, "data-group": key,
+                               title: (top.phrase ? "from “" + top.phrase + "”; " : "") + (top.required ? "required" : "soft") },
+        h("span", { class: "saew-fid", text: "#" + top.feature, onclick: () => model.send({ type: "open_feature", feature: top.feature }), style: "cursor:pointer" }),
+        h("span", { text: (top.negated ? "NOT " : "") + (top.phrase && members.length > 1 ? top.phrase + ": " : "") + top.label }), more, w,
+        h("button", { text: top.negated ? "+" : "¬", title: top.negated ? "require it" : "exclude it", onclick: () => model.send({ type: "negate", features: feats }) }),
+        h("button", { text: "×", title: "drop it", class: "saew-drop", onclick: () => model.send({ type: "drop", features: feats }) }));
+      if (!open.has(key) || members.length < 2) return chip;
+      return h("span", { class: "saew-chipgroup" }, chip, ...members.slice(1).map((m) =>
+        h("span", { class: "saew-chip saew-alt" + (m.negated ? " saew-neg" : ""), "data-feature": m.feature },
+          h("span", { class: "saew-fid", text: "#" + m.feature }), h("span", { text: m.label }),
+          h("span", { class: "saew-muted", text: fmt(m.weight) }),
+          h("button", { text: "×", title: "drop this alternative", onclick: () => model.send({ type: "drop", feature: m.feature }) }))));
     }));
     notes.replaceChildren(...model.get("notes").map((n) => h("div", { class: "saew-note", text: n })));
   }

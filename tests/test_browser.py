@@ -1,0 +1,235 @@
+"""JupyterLab in a real browser (Debian's chromium driven by Playwright): run the quickstart notebook,
+type into ConceptSearch, lasso in FailureExplorer, edit a label with HTML in it, switch to the dark
+theme, save and reopen. Screenshots and the measured keystroke-to-grid latency go to
+``artifacts/screenshots/``.
+
+Skipped (with the reason) when chromium or Playwright is missing, except under CI (``CI`` set), where
+that is a failure. ``SAE_BROWSER_WORKSPACE`` / ``SAE_BROWSER_FULL=1`` run it on the full demo (used
+for the committed screenshots); the default is the small demo, built if missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("SAE_CHROMIUM", "/usr/bin/chromium")
+SHOTS = ROOT / "artifacts" / "screenshots"
+XSS = "<img src=x onerror=alert(1)>"
+QUERIES = ["sagittal slices with noise artifact", "axial slices with a spike artifact", "coronal slices with ghosting",
+           "blurry axial slices", "bias field artifact but not sagittal"]
+
+pytestmark = pytest.mark.slow
+
+
+def _require_browser():
+    why = None
+    if not Path(CHROMIUM).exists():
+        why = f"no chromium at {CHROMIUM} (apt-get install chromium; setup.sh --dev does it)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            why = "playwright is not installed (./setup.sh --dev)"
+    if why and os.environ.get("CI"):
+        pytest.fail(why)
+    if why:
+        pytest.skip(why)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lab_settings(folder: Path) -> None:
+    """User settings: widget state saved with the notebook, every cell rendered (no windowing)."""
+    for plugin, settings in {"@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
+                             "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+                             "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}.items():
+        path = folder / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 with a token, serving a copy of the quickstart notebook."""
+    _require_browser()
+    full = os.environ.get("SAE_BROWSER_FULL") == "1"
+    src = Path(os.environ.get("SAE_BROWSER_WORKSPACE", ROOT / "artifacts" / ("demo" if full else "demo-small")))
+    if not (src / "store.zarr").exists():
+        from sae.demo import ensure_demo
+
+        ensure_demo(src, small=not full)
+    base = tmp_path_factory.mktemp("lab")
+    ws = base / "ws"
+    shutil.copytree(src, ws, ignore=shutil.ignore_patterns("figures"))  # label edits below stay in this copy
+    shutil.copy(ROOT / "notebooks" / "01_quickstart.ipynb", base / "01_quickstart.ipynb")
+    _lab_settings(base / "settings")
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "SAE_WORKSPACE": str(ws), "SAE_NOTEBOOK_SMALL": "0" if full else "1", "JUPYTER_PLATFORM_DIRS": "1"}
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={base}", "--LabApp.expose_app_in_browser=True",
+           f"--LabApp.user_settings_dir={base / 'settings'}", f"--LabApp.workspaces_dir={base / 'lab-ws'}",
+           "--ServerApp.allow_root=True"]
+    log = open(base / "lab.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/api/status?token={token}", proc, base / "lab.log")
+    yield {"url": url, "token": token, "root": base, "full": full}
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def _wait_http(url: str, proc, log: Path, timeout: float = 120) -> None:
+    import urllib.request
+
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"jupyter lab did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+NB_DONE = """() => {
+  const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  if (!nb || !nb.content || !nb.sessionContext.session || !nb.sessionContext.session.kernel) return false;
+  const cells = nb.content.widgets.filter((c) => c.model.type === 'code');
+  const errors = cells.flatMap((c) => c.model.outputs.toJSON().filter((o) => o.output_type === 'error'));
+  if (errors.length) return 'error: ' + errors[0].ename + ': ' + errors[0].evalue;
+  return cells.every((c) => c.model.executionCount !== null) && nb.sessionContext.session.kernel.status === 'idle';
+}"""
+
+
+def _run_notebook(page, lab) -> None:
+    page.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?token={lab['token']}")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext "
+                           "&& window.jupyterapp.shell.currentWidget.sessionContext.session && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel "
+                           "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'", timeout=120_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    done = page.wait_for_function(NB_DONE, timeout=900_000, polling=1000).json_value()
+    assert done is True, done
+
+
+def _type_queries(page) -> list[float]:
+    """Type each query (30 ms per key, like a fast typist); the view records last keystroke -> grid drawn."""
+    search = page.locator("[data-widget=concept-search]").first
+    box = search.locator("input.saew-query")
+    latencies = []
+    for q in QUERIES:
+        search.evaluate("el => { el.dataset.latency = ''; }")
+        box.click()
+        box.press("Control+a")
+        box.press("Backspace")
+        box.press_sequentially(q, delay=30)
+        page.wait_for_function("el => el.dataset.latency !== ''", arg=search.element_handle(), timeout=60_000)
+        latencies.append(float(search.get_attribute("data-latency")))
+        assert search.locator(".saew-hit").count() > 0 or search.locator(".saew-error").inner_text()
+    assert search.locator(".saew-chip").count() > 0
+    return latencies
+
+
+def _lasso(page) -> str:
+    """Draw a lasso over the middle of the concept map; Python answers with the selection's summary."""
+    box_el = page.locator(".widget-hbox:has([data-widget=failure-explorer]) canvas").first
+    box_el.scroll_into_view_if_needed()
+    b = box_el.bounding_box()
+    cx, cy, rx, ry = b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, b["width"] * 0.3, b["height"] * 0.3
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for x, y in [(cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]:
+        page.mouse.move(x, y, steps=12)
+    page.mouse.up()
+    title = page.locator("[data-widget=failure-explorer] .saew-selection-title")
+    title.wait_for(timeout=60_000)
+    return title.inner_text()
+
+
+def _edit_label_with_html(page, dialogs: list) -> None:
+    fb = page.locator("[data-widget=feature-browser]")
+    fb.scroll_into_view_if_needed()
+    fb.locator(".saew-list > div").first.click()
+    fb.locator(".saew-card-title").wait_for(timeout=60_000)
+    fb.locator("input[aria-label=label]").fill(XSS + " bright rim")
+    fb.get_by_role("button", name="save label").click()
+    page.wait_for_function("el => el.querySelector('.saew-card-title').textContent.includes('onerror')", arg=fb.element_handle(), timeout=30_000)
+    assert XSS in fb.locator(".saew-card-title").inner_text()  # shown as text ...
+    assert fb.locator("img[src='x']").count() == 0 and not dialogs  # ... never parsed as HTML
+
+
+def _shots(page, theme: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for name, sel in [("feature-browser", "[data-widget=feature-browser]"), ("concept-search", "[data-widget=concept-search]"),
+                      ("failure-explorer", ".widget-hbox:has([data-widget=failure-explorer])")]:
+        el = page.locator(sel).first
+        el.scroll_into_view_if_needed()
+        el.evaluate("e => e.querySelectorAll('.saew-panel').forEach((p) => { p.scrollTop = 0; })")
+        el.screenshot(path=str(SHOTS / f"{name}-{theme}.png"))
+
+
+def test_quickstart_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1500, "height": 2000})
+        dialogs: list = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        t0 = time.time()
+        _run_notebook(page, lab)
+        run_s = time.time() - t0
+        latencies = _type_queries(page)
+        selected = _lasso(page)
+        assert "items selected" in selected and int(selected.split()[0]) > 0
+        _edit_label_with_html(page, dialogs)
+        _shots(page, "light")
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+        page.wait_for_timeout(1000)
+        _shots(page, "dark")
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+        reopened = _save_and_reopen(page, lab)
+        browser.close()
+    lat = sorted(latencies)
+    report = {"queries": QUERIES, "latency_ms": latencies, "p50_ms": lat[len(lat) // 2], "max_ms": lat[-1],
+              "notebook_run_s": round(run_s, 1), "lasso": selected, "reopened": reopened, "full_demo": lab["full"]}
+    (SHOTS / "browser-test.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+def _save_and_reopen(page, lab) -> str:
+    """Save, stop the kernel, reload: the widgets come back from the saved state, or the static fallback shows."""
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=60_000)
+    saved = json.loads((lab["root"] / "01_quickstart.ipynb").read_text())
+    state = saved["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    assert state, "the widget state was not saved with the notebook"
+    html_outputs = [o for c in saved["cells"] for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    assert any("saew" in json.dumps(o) or "<table" in "".join(o["data"]["text/html"]) for o in html_outputs)
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    page.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?token={lab['token']}&reset")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    page.wait_for_timeout(3000)
+    live = page.locator("[data-widget=concept-search] .saew-hit").count()
+    static = page.locator(".jp-RenderedHTMLCommon table").count()
+    page.screenshot(path=str(SHOTS / "reopened.png"))
+    assert live or static, "after reopening, neither the saved widgets nor the static fallback show"
+    return f"{live} hits from the saved widget state, {static} static tables"

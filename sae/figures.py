@@ -10,7 +10,9 @@ import numpy as np
 
 def write_figures(run, out: Path, *, n_features: int = 4, query: str | None = None, failure: str | None = None,
                   formats: Sequence[str] = ("png", "pdf", "svg"), dpi: int = 200) -> list[Path]:
-    """Write the standard set under ``out``; returns every file written."""
+    """Write the standard set under ``out`` (feature panels, a query panel, the Pareto figure when the
+    workspace holds two or more evaluated runs, slice panels and the concept map with ``failure``);
+    returns every file written."""
     import matplotlib.pyplot as plt
 
     from sae.interpret import load_labels
@@ -39,6 +41,13 @@ def write_figures(run, out: Path, *, n_features: int = 4, query: str | None = No
     text = query or labels.best(1)["label"].iloc[0].split(",")[0]
     res = searcher.search(text, top=8)
     save(query_figure(res, images(res.hits["row"].to_numpy()) if images else None), "query")
+    from sae.runs import SAERun
+    from sae.sweep import runs_table
+    from sae.viz import pareto_figure
+
+    table = runs_table([SAERun(run.ws, p) for p in run.ws.sae_runs()])
+    if len(table) >= 2:  # a sweep's runs: FVU against L0
+        save(pareto_figure(table), "pareto")
     if failure:
         from sae.audit.report import audit_run
 

@@ -21,18 +21,26 @@ def pareto_front(df: pd.DataFrame, x: str = "l0", y: str = "fvu") -> pd.Series:
     return pd.Series(flags, index=df.index)
 
 
-def sweep(ws: Workspace, configs: Sequence[tuple[SAEConfig, TrainConfig]], *, progress: bool = True, figure: bool = True) -> pd.DataFrame:
-    """Train (and encode, evaluate) every configuration; returns one row per run, Pareto flags included."""
+def runs_table(runs) -> pd.DataFrame:
+    """One row per evaluated run (architecture, size, FVU, L0, ...), Pareto flags included."""
     rows = []
-    for sae_cfg, train_cfg in configs:
-        run = train_run(ws, sae_cfg, train_cfg, progress=progress)
-        m = run.metrics()
+    for run in runs:
+        m, cfg = run.metrics(), run.config.get("sae", run.config)
         rec, spars = m.get("reconstruction", {}), m.get("sparsity", {})
-        rows.append({"run": run.name, "arch": sae_cfg.arch, "n_latents": sae_cfg.n_latents, "k": sae_cfg.k,
+        if rec.get("fvu") is None:
+            continue
+        rows.append({"run": run.name, "arch": cfg.get("arch"), "n_latents": cfg.get("n_latents"), "k": cfg.get("k"),
                      "fvu": rec.get("fvu"), "r2": rec.get("r2"), "l0": rec.get("l0"), "dead_frac": spars.get("dead_frac"),
                      "train_s": m.get("seconds", {}).get("train")})
-    df = pd.DataFrame(rows)
-    df["pareto"] = pareto_front(df)
+    df = pd.DataFrame(rows, columns=["run", "arch", "n_latents", "k", "fvu", "r2", "l0", "dead_frac", "train_s"])
+    df["pareto"] = pareto_front(df) if len(df) else pd.Series(dtype=bool)
+    return df
+
+
+def sweep(ws: Workspace, configs: Sequence[tuple[SAEConfig, TrainConfig]], *, progress: bool = True, figure: bool = True) -> pd.DataFrame:
+    """Train (and encode, evaluate) every configuration; returns one row per run, Pareto flags included."""
+    runs = [train_run(ws, sae_cfg, train_cfg, progress=progress) for sae_cfg, train_cfg in configs]
+    df = runs_table(runs)
     out = ws.path / SAES_DIR
     df.to_csv(out / "sweep.csv", index=False)
     if figure:

@@ -61,6 +61,12 @@ def test_sweep_and_pareto(demo_ws):
     assert (demo_ws.path / "saes" / "sweep.csv").exists() and (demo_ws.path / "saes" / "pareto.png").exists()
     import pandas as pd
 
+    from sae.runs import SAERun
+    from sae.sweep import runs_table
+
+    again = runs_table([SAERun(demo_ws, demo_ws.path / "saes" / r) for r in df["run"]])  # what `sae figures` plots
+    pd.testing.assert_frame_equal(again.drop(columns="train_s"), df.drop(columns="train_s"))
+
     toy = pd.DataFrame({"l0": [1, 2, 3, 2], "fvu": [0.5, 0.4, 0.45, 0.6]})
     assert pareto_front(toy).tolist() == [True, True, False, False]
 

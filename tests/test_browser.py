@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SAE_CHROMIUM", "/usr/bin/chromium")
-SHOTS = ROOT / "artifacts" / "screenshots"
+SHOTS_ROOT = ROOT / "artifacts" / "screenshots"  # demo/ (full demo, committed) or demo-small/ (CI)
 XSS = "<img src=x onerror=alert(1)>"
 QUERIES = ["sagittal slices with noise artifact", "axial slices with a spike artifact", "coronal slices with ghosting",
            "blurry axial slices", "bias field artifact but not sagittal"]
@@ -88,7 +88,8 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/api/status?token={token}", proc, base / "lab.log")
-    yield {"url": url, "token": token, "root": base, "full": full}
+    shots = SHOTS_ROOT / ("demo" if full else "demo-small")
+    yield {"url": url, "token": token, "root": base, "full": full, "shots": shots}
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
@@ -175,14 +176,14 @@ def _edit_label_with_html(page, dialogs: list) -> None:
     assert fb.locator("img[src='x']").count() == 0 and not dialogs  # ... never parsed as HTML
 
 
-def _shots(page, theme: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def _shots(page, theme: str, shots: Path) -> None:
+    shots.mkdir(parents=True, exist_ok=True)
     for name, sel in [("feature-browser", "[data-widget=feature-browser]"), ("concept-search", "[data-widget=concept-search]"),
                       ("failure-explorer", ".widget-hbox:has([data-widget=failure-explorer])")]:
         el = page.locator(sel).first
         el.scroll_into_view_if_needed()
         el.evaluate("e => e.querySelectorAll('.saew-panel').forEach((p) => { p.scrollTop = 0; })")
-        el.screenshot(path=str(SHOTS / f"{name}-{theme}.png"))
+        el.screenshot(path=str(shots / f"{name}-{theme}.png"))
 
 
 def test_quickstart_in_jupyterlab(lab):
@@ -200,18 +201,18 @@ def test_quickstart_in_jupyterlab(lab):
         selected = _lasso(page)
         assert "items selected" in selected and int(selected.split()[0]) > 0
         _edit_label_with_html(page, dialogs)
-        _shots(page, "light")
+        _shots(page, "light", lab["shots"])
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
         page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
         page.wait_for_timeout(1000)
-        _shots(page, "dark")
+        _shots(page, "dark", lab["shots"])
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
         reopened = _save_and_reopen(page, lab)
         browser.close()
     lat = sorted(latencies)
     report = {"queries": QUERIES, "latency_ms": latencies, "p50_ms": lat[len(lat) // 2], "max_ms": lat[-1],
               "notebook_run_s": round(run_s, 1), "lasso": selected, "reopened": reopened, "full_demo": lab["full"]}
-    (SHOTS / "browser-test.json").write_text(json.dumps(report, indent=2))
+    (lab["shots"] / "browser-test.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
 
 
@@ -230,6 +231,6 @@ def _save_and_reopen(page, lab) -> str:
     page.wait_for_timeout(3000)
     live = page.locator("[data-widget=concept-search] .saew-hit").count()
     static = page.locator(".jp-RenderedHTMLCommon table").count()
-    page.screenshot(path=str(SHOTS / "reopened.png"))
+    page.screenshot(path=str(lab["shots"] / "reopened.png"))
     assert live or static, "after reopening, neither the saved widgets nor the static fallback show"
     return f"{live} hits from the saved widget state, {static} static tables"

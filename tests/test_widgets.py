@@ -169,6 +169,8 @@ def test_failure_explorer_lasso_slices_and_export(wb, report):
     _send(fe.panel, type="clear")
     assert fe.panel.selection == {}
 
+    _send(fe.panel, type="theme", dark=True)  # the view reports JupyterLab's dark theme
+    assert np.allclose(fe.scatter.widget.background_color, [17 / 255, 17 / 255, 17 / 255, 1.0]) and fe.panel.error == ""
     _send(fe.panel, type="export")
     path = fe.panel.export_path
     assert path.endswith("queue-export.csv") and open(path).read().splitlines()[0].startswith(report.queue.columns[0])

@@ -45,6 +45,9 @@ class AuditPanel(View):
     def _on_open_feature(self, msg: dict) -> None:
         self.explorer.wb.emit("feature", int(msg["feature"]))
 
+    def _on_theme(self, msg: dict) -> None:
+        self.explorer.set_theme(bool(msg.get("dark")))
+
     def _on_add_concept(self, msg: dict) -> None:
         self.explorer.wb.emit("add_concept", {"feature": int(msg["feature"])})
 
@@ -118,6 +121,10 @@ class FailureExplorer(ipywidgets.VBox):
             return pd.DataFrame(columns=["feature", "label", "n_active", "lift", "q"])
         enr = concept_enrichment(self.wb.index, flag, self.wb.labels.mapping(), min_active=3)
         return enr[(enr["q"] < 0.05) & (enr["lift"] > 1)].head(n).reset_index(drop=True)
+
+    def set_theme(self, dark: bool) -> None:
+        """Map background to match JupyterLab's theme (the panel follows it by itself; the WebGL map needs telling)."""
+        self.scatter.background(color="#111111" if dark else "#ffffff")
 
     def export_queue(self, path: str | Path | None = None) -> Path:
         """Write the look-alike queue as CSV (default: next to the saved audit) and return the path."""

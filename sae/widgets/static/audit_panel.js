@@ -51,6 +51,15 @@ function render({ model, el }) {
   model.on("change:export_path", () => { exportInfo.textContent = model.get("export_path") ? "written: " + model.get("export_path") : ""; });
   model.on("change:error", () => { error.textContent = model.get("error"); });
   drawSlices(); drawSelection();
-  return () => imageUrls([], urls);
+  // the WebGL map cannot read CSS variables: tell Python when JupyterLab's theme is (or turns) dark
+  let dark = null;
+  const theme = () => {
+    const now = document.body.dataset.jpThemeLight === "false";
+    if (now !== dark) { dark = now; model.send({ type: "theme", dark }); }
+  };
+  const watch = new MutationObserver(theme);
+  watch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light"] });
+  theme();
+  return () => { watch.disconnect(); imageUrls([], urls); };
 }
 export default { render };

@@ -137,6 +137,25 @@ def _add_sae_args(p) -> None:
     p.add_argument("--memory-budget-gb", type=float, default=2.0, help="train in memory below this size, else stream from Zarr")
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint-every", type=int, default=0)
+    _add_dask_args(p)
+
+
+def _add_dask_args(p) -> None:
+    """``--dask [ADDRESS]`` and ``--workers N``: run the data-parallel stages on a Dask cluster."""
+    p.add_argument("--dask", nargs="?", const="local", metavar="ADDRESS",
+                   help="run encoding/indexing (and audit counts) on Dask: a LocalCluster, or the scheduler at ADDRESS")
+    p.add_argument("--workers", type=int, default=2, help="--dask without ADDRESS: LocalCluster worker processes")
+
+
+def dask_config(args, memory_budget_gb: float | None = None):
+    """The DaskConfig the ``--dask`` / ``--workers`` / ``--memory-budget-gb`` options describe (None without --dask)."""
+    if getattr(args, "dask", None) is None:
+        return None
+    from sae.distributed import DaskConfig
+
+    budget = memory_budget_gb if memory_budget_gb is not None else getattr(args, "memory_budget_gb", None)
+    return DaskConfig(address=None if args.dask == "local" else args.dask, n_workers=args.workers,
+                      **({"memory_budget_gb": budget} if budget else {}))
 
 
 def _configs(args, n: int | None = None, k: int | None = None):
@@ -152,11 +171,19 @@ def _configs(args, n: int | None = None, k: int | None = None):
 
 
 def cmd_train(args) -> int:
+    from sae.distributed.ddp import launched_by_torchrun
     from sae.runs import train_run
     from sae.workspace import Workspace
 
     sae_cfg, train_cfg = _configs(args)
-    run = train_run(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume)
+    if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 encodes and evaluates
+        from sae.distributed.ddp import train_run_ddp
+
+        run = train_run_ddp(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume, compute=dask_config(args))
+        if run is None:
+            return 0
+    else:
+        run = train_run(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume, compute=dask_config(args))
     print_metrics(run)
     return 0
 
@@ -198,7 +225,7 @@ def cmd_encode(args) -> int:
     run = SAERun.find(ws, args.run)
     store = ws.open_store()
     run.check_store(store)
-    codes = encode_store(store, run.model, run.path / CODES, sae_id=run.name)
+    codes = encode_store(store, run.model, run.path / CODES, sae_id=run.name, memory_budget_gb=args.memory_budget_gb, compute=dask_config(args))
     print(f"encoded {codes.n_rows:,} rows into {codes.path} (mean L0 {codes.nnz / max(1, codes.n_rows):.1f})")
     return 0
 
@@ -242,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="(re-)encode the store with a trained SAE into codes.zarr")
     p.add_argument("workspace")
     p.add_argument("--run", help="SAE run name (default: the latest)")
+    p.add_argument("--memory-budget-gb", type=float, default=1.0, help="memory for the inverted index (with --dask: for the whole cluster)")
+    _add_dask_args(p)
     p.set_defaults(func=cmd_encode)
     p = sub.add_parser("evaluate", help="compute every metric of an SAE run, write metrics.json and print them")
     p.add_argument("workspace")

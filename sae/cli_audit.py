@@ -22,6 +22,10 @@ def add_audit_parser(sub) -> None:
     p.add_argument("--llm-model", help="name and summarise the slices with this LLM too (or SAE_LLM_MODEL)")
     p.add_argument("--base-url", help="OpenAI-compatible server URL for --llm-model (or OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--memory-budget-gb", type=float, default=None, help="with --dask: memory for the whole cluster")
+    from sae.cli import _add_dask_args
+
+    _add_dask_args(p)
     p.set_defaults(func=cmd_audit)
 
 
@@ -43,6 +47,7 @@ def print_report(report, n: int = 10) -> None:
 def cmd_audit(args) -> int:
     from sae.audit import AuditConfig
     from sae.audit.report import audit_run
+    from sae.cli import dask_config
     from sae.runs import SAERun
     from sae.workspace import Workspace
 
@@ -54,7 +59,8 @@ def cmd_audit(args) -> int:
 
         llm = LLMClient(LLMConfig(model=args.llm_model, base_url=args.base_url, api_key_env=args.api_key_env))
     report = audit_run(run, failure=args.failure, threshold=args.threshold, above=not args.below, probe=args.probe,
-                       labeler=args.labels, config=cfg, pool_column=args.pool_column, with_map=args.map, name=args.name, llm=llm)
+                       labeler=args.labels, config=cfg, pool_column=args.pool_column, with_map=args.map, name=args.name, llm=llm,
+                       compute=dask_config(args))
     print_report(report)
     print(f"written to {report.path} (concepts.parquet, slices.parquet, queue.csv{', map.parquet' if args.map else ''}, report.json)")
     return 0

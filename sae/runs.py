@@ -88,8 +88,10 @@ class SAERun:
 
 
 def train_run(ws: Workspace, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name: str | None = None, resume: bool = False,
-              encode: bool = True, evaluate: bool = True, progress: bool = True) -> SAERun:
-    """Train on the workspace store, then encode the store and evaluate (each step optional)."""
+              encode: bool = True, evaluate: bool = True, progress: bool = True, compute=None) -> SAERun:
+    """Train on the workspace store, then encode the store and evaluate (each step optional).
+
+    ``compute``: a :class:`sae.distributed.DaskConfig` encodes on a Dask cluster (same codes)."""
     store = ws.open_store()
     folder = ws.path / SAES_DIR / (name or run_name(sae_cfg, train_cfg))
     t0 = time.perf_counter()
@@ -98,7 +100,7 @@ def train_run(ws: Workspace, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name
     seconds = {"train": time.perf_counter() - t0}
     if encode:
         t1 = time.perf_counter()
-        encode_store(store, run.model, folder / CODES, sae_id=run.name, progress=progress)
+        encode_store(store, run.model, folder / CODES, sae_id=run.name, progress=progress, compute=compute)
         seconds["encode"] = time.perf_counter() - t1
     if evaluate:
         evaluate_run(ws, run, progress=progress, extra={"seconds": seconds})

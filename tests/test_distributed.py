@@ -178,3 +178,28 @@ def test_sharded_data_is_world_size_independent(ddp_store):
     assert len(np.unique(seen, axis=0)) == 2000
     with pytest.raises(Exception, match="divisible"):
         ShardedData(ddp_store, rows, 201, seed=1, rank=0, world=2)
+
+
+def test_cli_encode_and_audit_with_dask(run_ws, capsys):
+    """``sae encode --dask --workers 2`` rewrites the same codes; ``sae audit --dask`` gives the same concepts."""
+    import pandas as pd
+
+    from sae.cli import main
+
+    ws, run = run_ws
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: with 1280-d inputs and 48 latents BLAS splits the sums by thread
+    try:
+        encode_store(ws.open_store(), run.model, ws.path / "ref-codes.zarr", sae_id=run.name, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert main(["encode", str(ws.path), "--dask", "--workers", "2"]) == 0
+    _assert_same_codes(ws.path / "ref-codes.zarr", run.path / "codes.zarr")
+    from sae.interpret import MetadataLabeler, label_run
+
+    label_run(run, MetadataLabeler(), judge=None, progress=False)
+    column = next(c for c, k in ws.open_store().columns.items() if k == "bool")
+    assert main(["audit", str(ws.path), "--failure", column, "--name", "single"]) == 0
+    assert main(["audit", str(ws.path), "--failure", column, "--name", "dask", "--dask", "--workers", "2"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(run.path / "audits" / "single" / "concepts.parquet"),
+                                  pd.read_parquet(run.path / "audits" / "dask" / "concepts.parquet"), check_exact=True)

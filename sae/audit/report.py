@@ -160,7 +160,8 @@ def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None =
               llm=None, index: ConceptIndex | None = None, compute=None) -> AuditReport:
     """Audit an SAE run of a workspace: the signal from a column (``failure``), a probe's errors
     (``probe``) or given; ``llm`` (an LLMClient) adds LLM names and summaries of the slices;
-    ``index``: the run's ConceptIndex when the caller already built one. ``compute``: a DaskConfig for the enrichment counts and the map. The report is saved under
+    ``index``: the run's ConceptIndex when the caller already built one; ``compute``: a DaskConfig
+    for the enrichment counts and the map. The report is saved under
     ``saes/<run>/audits/<name>/``."""
     from sae.errors import SaeError
     from sae.interpret import load_labels

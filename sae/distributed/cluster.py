@@ -7,8 +7,10 @@ counts, UMAP transforms) are split into tasks over Zarr row or entry ranges and 
     with dask_client(DaskConfig(n_workers=2, memory_budget_gb=4)) as client:
         encode_store(store, model, dest, compute=DaskConfig(...))
 
-``memory_budget_gb`` is the total for the whole cluster: a LocalCluster gives each worker an equal
-share as its Dask ``memory_limit``, and every stage sizes its tasks so one task fits a worker's share.
+``memory_budget_gb`` is the total for the tasks of the whole cluster: every stage sizes its tasks so
+one task fits a worker's equal share. A LocalCluster sets each worker's Dask ``memory_limit`` to that
+share plus ``WORKER_BASELINE_GB`` for the interpreter, torch and the scattered model (below that a
+worker would pause at Dask's 80% threshold and the stage would wait forever).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sae.errors import SaeError
+
+WORKER_BASELINE_GB = 1.0
+"""Memory of an idle worker process with torch imported and the SAE scattered (added to its memory limit)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def _start_local(cfg: DaskConfig):
 
     return LocalCluster(
         n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-        memory_limit=cfg.worker_budget_bytes, dashboard_address=":0", scheduler_kwargs={"dashboard": False}, silence_logs=40,
+        memory_limit=cfg.worker_budget_bytes + int(WORKER_BASELINE_GB * 2**30), dashboard_address=":0", scheduler_kwargs={"dashboard": False}, silence_logs=40,
     )
 
 
@@ -72,6 +77,7 @@ def dask_client(cfg: DaskConfig | None = None, client=None) -> Iterator:
             c = Client(cfg.address, timeout="30s")
         except OSError as exc:
             raise SaeError(f"cannot reach the Dask scheduler at {cfg.address}: {exc}") from exc
+        c.run(_warm_up)
         try:
             yield c
         finally:
@@ -79,11 +85,19 @@ def dask_client(cfg: DaskConfig | None = None, client=None) -> Iterator:
         return
     cluster = _start_local(cfg)
     c = Client(cluster)
+    c.run(_warm_up)
     try:
         yield c
     finally:
         c.close()
         cluster.close()
+
+
+def _warm_up() -> None:
+    """Import what tasks use once per worker, while the cluster starts (not inside the first task of a stage)."""
+    import sae.codes  # noqa: F401  (torch, zarr, the models)
+    import sae.distributed.audit  # noqa: F401
+    import sae.distributed.encode  # noqa: F401
 
 
 def n_workers(client) -> int:

@@ -93,6 +93,10 @@ class DistributedTrainer(Trainer):
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def _identity(self, fingerprint):
+        # the data order differs from the single-process Trainer's: its checkpoints are not interchangeable
+        return {**super()._identity(fingerprint), "data_order": "sharded-global-batches"}
+
     def _make_data(self, source, split: Split) -> ShardedData:
         return ShardedData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.shuffle, self.rank, self.world)
 
@@ -112,7 +116,12 @@ class DistributedTrainer(Trainer):
         model.fvu_denominator = self._global_denominator
         wrapper = _Step(model)
         device_ids = [model.W_enc.device.index] if model.W_enc.device.type == "cuda" else None
-        ddp = nn.parallel.DistributedDataParallel(wrapper, device_ids=device_ids, broadcast_buffers=False)
+        import inspect
+
+        ddp_cls = nn.parallel.DistributedDataParallel
+        # buffers (scale, thresholds) are synced at construction, then kept in step by _sync, not by every forward
+        no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp_cls).parameters else {"broadcast_buffers": False}
+        ddp = ddp_cls(wrapper, device_ids=device_ids, **no_buffer_sync)
 
         def step(x: torch.Tensor, dead: torch.Tensor):
             loss = ddp(x, dead)

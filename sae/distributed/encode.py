@@ -16,6 +16,7 @@ The folder is built next to its destination and renamed into place when complete
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -152,7 +153,8 @@ def encode_store_dask(
         with dask_client(compute, client) as c:
             workers = n_workers(c)
             block = encode_block_rows(n_rows, store.dim, batch_size, compute.worker_budget_bytes, workers, compute.tasks_per_worker)
-            model_f = c.scatter(model.eval().cpu(), broadcast=True)
+            shipped = model if model.W_enc.device.type == "cpu" else copy.deepcopy(model).cpu()
+            model_f = c.scatter(shipped.eval(), broadcast=True)
             starts = list(range(0, n_rows, block))
             futs = [c.submit(_encode_task, store.url, model_f, str(parts), i, r0, min(n_rows, r0 + block), batch_size,
                              compute.threads_per_worker, pure=False) for i, r0 in enumerate(starts)]

@@ -231,8 +231,6 @@ def stage_audit_1p(args) -> dict:
 
 
 def stage_audit_dask(args) -> dict:
-    import pandas as pd
-
     from sae.distributed import DaskConfig, dask_client, workers_peak_rss_gb
     from sae.distributed.audit import concept_enrichment_dask
     from sae.search.index import ConceptIndex
@@ -245,14 +243,7 @@ def stage_audit_dask(args) -> dict:
         table = concept_enrichment_dask(codes, failed, labels, compute=cfg, client=client)
         t1 = time.perf_counter()
         worker_peaks = workers_peak_rss_gb(client)
-    ref = ws.path / "enrichment-1p.pkl"
-    same = None
-    if ref.exists():
-        try:
-            pd.testing.assert_frame_equal(pd.read_pickle(ref), table, check_exact=True)
-            same = True
-        except AssertionError:
-            same = False
+    same = _same_as_reference(ws.path / "enrichment-1p.pkl", table)
     t2 = time.perf_counter()
     index = ConceptIndex(codes)  # slice discovery works on the posting lists in memory (failing items only)
     t3 = time.perf_counter()
@@ -260,6 +251,20 @@ def stage_audit_dask(args) -> dict:
     return {"wall_s": (t1 - t0) + (t3 - t2) + slices_s, "enrichment_s": t1 - t0, "index_load_s": t3 - t2, "slices_s": slices_s,
             "slices": n_slices, "validated_slices": n_valid, "enriched_q05": int((table["q"] < 0.05).sum()),
             "workers_peak_rss_gb_sum": worker_peaks, "identical_to_single_process": same}
+
+
+def _same_as_reference(ref: Path, frame) -> bool | None:
+    """Whether ``frame`` equals the single-process stage's saved result exactly (None when it was not run)."""
+    import pandas as pd
+
+    if not ref.exists():
+        return None
+    saved = pd.read_pickle(ref) if ref.suffix == ".pkl" else pd.read_parquet(ref)
+    try:
+        pd.testing.assert_frame_equal(saved, frame, check_exact=True)
+    except AssertionError:
+        return False
+    return True
 
 
 def _map_setup(args):
@@ -283,8 +288,6 @@ def stage_map_1p(args) -> dict:
 
 
 def stage_map_dask(args) -> dict:
-    import pandas as pd
-
     from sae.distributed import DaskConfig, dask_client, workers_peak_rss_gb
     from sae.distributed.audit import concept_map_dask
 
@@ -295,14 +298,7 @@ def stage_map_dask(args) -> dict:
         out = concept_map_dask(index, codes, sample=args.map_sample, seed=0, compute=cfg, client=client)
         wall = time.perf_counter() - t0
         worker_peaks = workers_peak_rss_gb(client)
-    ref = ws.path / "map-1p.parquet"
-    same = None
-    if ref.exists():
-        try:
-            pd.testing.assert_frame_equal(pd.read_parquet(ref), out, check_exact=True)
-            same = True
-        except AssertionError:
-            same = False
+    same = _same_as_reference(ws.path / "map-1p.parquet", out)
     return {"wall_s": wall, "index_load_s": load_s, "sample": args.map_sample, "rows": int(len(out)), "workers_peak_rss_gb_sum": worker_peaks,
             "identical_to_single_process": same}
 

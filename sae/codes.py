@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -78,14 +80,8 @@ def encode_store(
         from sae.distributed.encode import encode_store_dask
 
         return encode_store_dask(store, model, dest, compute=compute, sae_id=sae_id, batch_size=batch_size, progress=progress)
-    if store.dim != model.cfg.d_in:
-        raise DimensionMismatchError(f"the SAE expects {model.cfg.d_in}-d inputs but the store holds {store.dim}-d embeddings")
-    dest = Path(dest).absolute()
-    location.remove_stale_partials(dest)
-    build = location.partial_path(dest)
-    group = zarr.open_group(str(build), mode="w", zarr_format=3)
     n = model.cfg.n_latents
-    try:
+    with building_codes(store, model, dest) as (group, _):
         ptr, lat, val = (_new_array(group, f"rows/{k}", t) for k, t in (("ptr", "int64"), ("latent", "int32"), ("value", "float32")))
         _append(ptr, np.zeros(1, np.int64))
         total, counts = 0, np.zeros(n, np.int64)
@@ -96,17 +92,32 @@ def encode_store(
             counts += np.bincount(csr.indices, minlength=n)
             total += csr.nnz
         _build_index(group, counts, store.n_rows, memory_budget_gb, progress)
-        group.attrs.update({
-            "sae_workbench": "codes", "schema_version": SCHEMA_VERSION, "store_fingerprint": store.fingerprint,
-            "sae": sae_id, "n_rows": store.n_rows, "n_latents": n, "nnz": int(total), "arch": model.cfg.arch,
-        })
-    except BaseException:
-        import shutil
+        group.attrs.update(codes_attrs(store, model, sae_id, total))
+    return Codes.open(dest, store=store)
 
+
+@contextmanager
+def building_codes(store: Store, model: SparseAutoencoder, dest: str | os.PathLike):
+    """Check the SAE fits the store, open ``dest``'s hidden build folder as a Zarr group and yield
+    ``(group, build_path)``; on success rename it into place, on any error remove it (never half-written)."""
+    if store.dim != model.cfg.d_in:
+        raise DimensionMismatchError(f"the SAE expects {model.cfg.d_in}-d inputs but the store holds {store.dim}-d embeddings")
+    dest = Path(dest).absolute()
+    location.remove_stale_partials(dest)
+    build = location.partial_path(dest)
+    group = zarr.open_group(str(build), mode="w", zarr_format=3)
+    try:
+        yield group, build
+    except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
     location.replace_dir(build, dest)
-    return Codes.open(dest, store=store)
+
+
+def codes_attrs(store: Store, model: SparseAutoencoder, sae_id: str, nnz: int) -> dict:
+    """The attributes a finished ``codes.zarr`` carries (what ``Codes.open`` checks)."""
+    return {"sae_workbench": "codes", "schema_version": SCHEMA_VERSION, "store_fingerprint": store.fingerprint,
+            "sae": sae_id, "n_rows": store.n_rows, "n_latents": model.cfg.n_latents, "nnz": int(nnz), "arch": model.cfg.arch}
 
 
 def _feature_blocks(counts: np.ndarray, budget_entries: int) -> list[tuple[int, int]]:

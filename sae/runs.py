@@ -96,11 +96,16 @@ def train_run(ws: Workspace, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name
     folder = ws.path / SAES_DIR / (name or run_name(sae_cfg, train_cfg))
     t0 = time.perf_counter()
     Trainer(sae_cfg, train_cfg, run_dir=folder, progress=progress).fit(store, resume=resume)
-    run = SAERun(ws, folder)
-    seconds = {"train": time.perf_counter() - t0}
+    return finish_run(ws, store, SAERun(ws, folder), {"train": time.perf_counter() - t0}, encode=encode, evaluate=evaluate,
+                      progress=progress, compute=compute)
+
+
+def finish_run(ws: Workspace, store: Store, run: SAERun, seconds: dict, *, encode: bool, evaluate: bool, progress: bool,
+               compute=None) -> SAERun:
+    """After training: encode the store into the run's codes and evaluate it (each optional), timing both."""
     if encode:
         t1 = time.perf_counter()
-        encode_store(store, run.model, folder / CODES, sae_id=run.name, progress=progress, compute=compute)
+        encode_store(store, run.model, run.path / CODES, sae_id=run.name, progress=progress, compute=compute)
         seconds["encode"] = time.perf_counter() - t1
     if evaluate:
         evaluate_run(ws, run, progress=progress, extra={"seconds": seconds})

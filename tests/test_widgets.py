@@ -148,8 +148,16 @@ def test_failure_explorer_lasso_slices_and_export(wb, report):
     from sae.audit.enrichment import concept_enrichment
     from sae.widgets import FailureExplorer, FeatureBrowser
 
+    import dataclasses
+
+    from sae.errors import SaeError
+
+    with pytest.raises(SaeError, match="no concept map"):
+        FailureExplorer(dataclasses.replace(report, map=None), wb)
     fe = FailureExplorer(report, wb)
     assert len(fe.panel.slices) == len(report.slices) >= 1
+    with pytest.raises(SaeError, match="rows must be within"):
+        fe.select([len(report.signal.failed)])
     failed = report.signal.failed
     lasso = np.flatnonzero(failed)[:30]
     fe.scatter.widget.selection = lasso  # what a lasso in the browser does

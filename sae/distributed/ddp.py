@@ -167,8 +167,7 @@ def train_run_ddp(ws, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name: str |
     """
     import time
 
-    from sae.codes import encode_store
-    from sae.runs import CODES, SAERun, evaluate_run, run_name
+    from sae.runs import SAERun, finish_run, run_name
     from sae.workspace import SAES_DIR
 
     store = ws.open_store()
@@ -180,12 +179,5 @@ def train_run_ddp(ws, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name: str |
         world = dist.get_world_size() if dist.is_initialized() else 1
     if rank != 0:
         return None
-    run = SAERun(ws, folder)
     seconds = {"train": time.perf_counter() - t0, "world_size": world}
-    if encode:
-        t1 = time.perf_counter()
-        encode_store(store, run.model, folder / CODES, sae_id=run.name, progress=progress, compute=compute)
-        seconds["encode"] = time.perf_counter() - t1
-    if evaluate:
-        evaluate_run(ws, run, progress=progress, extra={"seconds": seconds})
-    return run
+    return finish_run(ws, store, SAERun(ws, folder), seconds, encode=encode, evaluate=evaluate, progress=progress, compute=compute)

@@ -27,11 +27,10 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
-from sae.codes import _CHUNK, SCHEMA_VERSION, STAT_NAMES, Codes, _block_stats, gather_features
+from sae.codes import _CHUNK, STAT_NAMES, Codes, _block_stats, building_codes, codes_attrs, gather_features
 from sae.distributed.cluster import DaskConfig, dask_client, n_workers, task_threads
-from sae.errors import DimensionMismatchError
 from sae.models import SparseAutoencoder
-from sae.store import Store, location
+from sae.store import Store
 
 _ENTRY_BYTES = 40
 """Bytes per inverted-index entry while an index task sorts (the single-process estimate)."""
@@ -140,56 +139,42 @@ def encode_store_dask(
     from distributed import as_completed
 
     compute = compute or DaskConfig()
-    if store.dim != model.cfg.d_in:
-        raise DimensionMismatchError(f"the SAE expects {model.cfg.d_in}-d inputs but the store holds {store.dim}-d embeddings")
-    dest = Path(dest).absolute()
-    location.remove_stale_partials(dest)
-    build = location.partial_path(dest)
-    group = zarr.open_group(str(build), mode="w", zarr_format=3)
-    parts = build / "_parts"
-    parts.mkdir()
     n, n_rows = model.cfg.n_latents, store.n_rows
-    try:
-        with dask_client(compute, client) as c:
-            workers = n_workers(c)
-            block = encode_block_rows(n_rows, store.dim, batch_size, compute.worker_budget_bytes, workers, compute.tasks_per_worker)
-            shipped = model if model.W_enc.device.type == "cpu" else copy.deepcopy(model).cpu()
-            model_f = c.scatter(shipped.eval(), broadcast=True)
-            starts = list(range(0, n_rows, block))
-            futs = [c.submit(_encode_task, store.url, model_f, str(parts), i, r0, min(n_rows, r0 + block), batch_size,
-                             compute.threads_per_worker, pure=False) for i, r0 in enumerate(starts)]
-            nnz_of = np.zeros(len(starts), np.int64)
-            counts = np.zeros(n, np.int64)
-            bar = tqdm(total=n_rows, desc="encode codes (dask)", unit="rows", disable=not progress)
-            for fut in as_completed(futs):
-                i, nnz_i, counts_i = fut.result()
-                nnz_of[i] = nnz_i
-                counts += counts_i
-                bar.update(min(n_rows, starts[i] + block) - starts[i])
-                fut.release()
-            bar.close()
-            entry_off = np.concatenate([[0], np.cumsum(nnz_of)]).astype(np.int64)
-            row_off = np.array(starts + [n_rows], np.int64)
-            nnz = int(entry_off[-1])
-            chunk = int(chunk_entries)
-            group.create_array("rows/ptr", shape=(n_rows + 1,), chunks=(chunk,), dtype="int64")
-            group.create_array("rows/latent", shape=(nnz,), chunks=(chunk,), dtype="int32")
-            group.create_array("rows/value", shape=(nnz,), chunks=(chunk,), dtype="float32")
-            n_chunks = max(-(-nnz // chunk), -(-(n_rows + 1) // chunk))
-            per = max(1, math.ceil(n_chunks / (workers * compute.tasks_per_worker)))
-            futs = [c.submit(_assemble_task, str(build), str(parts), c0, min(n_chunks, c0 + per), entry_off, row_off, nnz, n_rows, chunk, pure=False)
-                    for c0 in range(0, n_chunks, per)]
-            c.gather(futs)
-            shutil.rmtree(parts)
-            _build_index_dask(c, group, str(build), counts, n_rows, compute, workers, progress, chunk)
-        group.attrs.update({
-            "sae_workbench": "codes", "schema_version": SCHEMA_VERSION, "store_fingerprint": store.fingerprint,
-            "sae": sae_id, "n_rows": n_rows, "n_latents": n, "nnz": nnz, "arch": model.cfg.arch,
-        })
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
-    location.replace_dir(build, dest)
+    with building_codes(store, model, dest) as (group, build), dask_client(compute, client) as c:
+        parts = build / "_parts"
+        parts.mkdir()
+        workers = n_workers(c)
+        block = encode_block_rows(n_rows, store.dim, batch_size, compute.worker_budget_bytes, workers, compute.tasks_per_worker)
+        shipped = model if model.W_enc.device.type == "cpu" else copy.deepcopy(model).cpu()
+        model_f = c.scatter(shipped.eval(), broadcast=True)
+        starts = list(range(0, n_rows, block))
+        futs = [c.submit(_encode_task, store.url, model_f, str(parts), i, r0, min(n_rows, r0 + block), batch_size,
+                         compute.threads_per_worker, pure=False) for i, r0 in enumerate(starts)]
+        nnz_of = np.zeros(len(starts), np.int64)
+        counts = np.zeros(n, np.int64)
+        bar = tqdm(total=n_rows, desc="encode codes (dask)", unit="rows", disable=not progress)
+        for fut in as_completed(futs):
+            i, nnz_i, counts_i = fut.result()
+            nnz_of[i] = nnz_i
+            counts += counts_i
+            bar.update(min(n_rows, starts[i] + block) - starts[i])
+            fut.release()
+        bar.close()
+        entry_off = np.concatenate([[0], np.cumsum(nnz_of)]).astype(np.int64)
+        row_off = np.array(starts + [n_rows], np.int64)
+        nnz = int(entry_off[-1])
+        chunk = int(chunk_entries)
+        group.create_array("rows/ptr", shape=(n_rows + 1,), chunks=(chunk,), dtype="int64")
+        group.create_array("rows/latent", shape=(nnz,), chunks=(chunk,), dtype="int32")
+        group.create_array("rows/value", shape=(nnz,), chunks=(chunk,), dtype="float32")
+        n_chunks = max(-(-nnz // chunk), -(-(n_rows + 1) // chunk))
+        per = max(1, math.ceil(n_chunks / (workers * compute.tasks_per_worker)))
+        futs = [c.submit(_assemble_task, str(build), str(parts), c0, min(n_chunks, c0 + per), entry_off, row_off, nnz, n_rows, chunk, pure=False)
+                for c0 in range(0, n_chunks, per)]
+        c.gather(futs)
+        shutil.rmtree(parts)
+        _build_index_dask(c, group, str(build), counts, n_rows, compute, workers, progress, chunk)
+        group.attrs.update(codes_attrs(store, model, sae_id, nnz))
     return Codes.open(dest, store=store)
 
 

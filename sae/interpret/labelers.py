@@ -148,13 +148,18 @@ class MetadataLabeler:
         return out
 
 
-def png_data_url(image: np.ndarray) -> str:
-    """A uint8 thumbnail as a base64 PNG data URL (what vision models receive)."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 thumbnail encoded as PNG."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A uint8 thumbnail as a base64 PNG data URL (what vision models receive)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
 
 
 def _confidence(value: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -144,19 +145,15 @@ class ConceptSearch(View):
             raise SaeError("the action names no feature")
         return [int(f) for f in feats]
 
+    def _each(self, msg: dict, op: str) -> None:
+        """Apply a one-feature plan edit (``drop``, ``negate``) to every feature the action names."""
+        self._edit(lambda p: functools.reduce(lambda q, f: getattr(q, op)(f), self._targets(msg), p))
+
     def _on_drop(self, msg: dict) -> None:
-        def drop(p: QueryPlan) -> QueryPlan:
-            for f in self._targets(msg):
-                p = p.drop(f)
-            return p
-        self._edit(drop)
+        self._each(msg, "drop")
 
     def _on_negate(self, msg: dict) -> None:
-        def negate(p: QueryPlan) -> QueryPlan:
-            for f in self._targets(msg):
-                p = p.negate(f)
-            return p
-        self._edit(negate)
+        self._each(msg, "negate")
 
     def _on_weight(self, msg: dict) -> None:
         """Set the weight of a chip, or of a group's strongest member (the others keep their ratios to it)."""

@@ -11,7 +11,7 @@ import traitlets
 
 from sae.errors import SaeError
 from sae.widgets._base import View, asset
-from sae.widgets.feature_browser import _clean, records
+from sae.widgets.feature_browser import records
 from sae.widgets.workbench import Workbench
 
 MAX_THUMBS = 24

@@ -144,6 +144,3 @@ class FeatureBrowser(View):
 
     def _on_open_feature(self, msg: dict) -> None:
         self.wb.emit("feature", int(msg["feature"]))
-
-    def _repr_html_fallback(self) -> str:
-        return f"<div>FeatureBrowser over {self.wb.run.name}: {self.n_matched} features match</div>"

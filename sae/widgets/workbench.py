@@ -7,7 +7,6 @@ the audit report held here. Events link them: ``feature`` (open a feature's card
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
@@ -90,17 +89,15 @@ class Workbench:
 
     def thumbnails(self, rows) -> list[bytes]:
         """PNG bytes per row (empty when the store has no image previews); an LRU cache keeps repeats free."""
+        from sae.interpret.labelers import png_bytes
+
         rows = [int(r) for r in rows]
-        if not self.has_images or not rows:
-            return [b""] * len(rows) if not self.has_images else []
+        if not self.has_images:
+            return [b""] * len(rows)
         missing = sorted({r for r in rows if r not in self._thumbs})
         if missing:
-            from PIL import Image
-
             for r, im in zip(missing, self.store.previews(np.asarray(missing, np.int64))):
-                buf = io.BytesIO()
-                Image.fromarray(np.asarray(im, np.uint8)).save(buf, format="PNG")
-                self._thumbs[r] = buf.getvalue()
+                self._thumbs[r] = png_bytes(im)
         for r in rows:
             self._thumbs.move_to_end(r)
         while len(self._thumbs) > self._thumb_cache:

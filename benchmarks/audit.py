@@ -39,10 +39,10 @@ from sae.audit import AuditConfig, FailureSignal, audit  # noqa: E402
 from sae.datasets.planted import PlantedConfig, SliceSpec, make_planted  # noqa: E402
 from sae.interpret import MetadataLabeler, label_run  # noqa: E402
 from sae.models import SAEConfig  # noqa: E402
-from sae.runs import train_run  # noqa: E402
+from sae.pipeline import train_run  # noqa: E402
+from sae.run import Workspace  # noqa: E402
 from sae.search.index import ConceptIndex  # noqa: E402
 from sae.train import TrainConfig  # noqa: E402
-from sae.workspace import Workspace  # noqa: E402
 
 OUT = ROOT / "artifacts" / "benchmarks"
 
@@ -57,8 +57,8 @@ def one_dataset(seed: int, rows: int, tmp: Path) -> tuple[list[dict], dict]:
     store, truth = make_planted(ws.store_path, cfg, progress=False)
     run = train_run(ws, SAEConfig(d_in=128, n_latents=512, k=16), TrainConfig(batch_size=512, epochs=25, seed=seed), evaluate=False, progress=False)
     labels = label_run(run, MetadataLabeler(), judge=None, progress=False).mapping()
-    codes = run.codes(store)
-    index = ConceptIndex(codes)
+    codes = run.codes
+    index = ConceptIndex.of(run)
     meta = store.meta()
     signal = FailureSignal.from_column(meta, "failure")
     t0 = time.perf_counter()
@@ -67,7 +67,7 @@ def one_dataset(seed: int, rows: int, tmp: Path) -> tuple[list[dict], dict]:
     top10 = {s.id: rep.members(s.id, index)["row"].to_numpy()[:10] for s in rep.slices}
     pool = ~signal.failed
     results = []
-    for j, ps in enumerate(truth.slices):
+    for ps in truth.slices:
         mask = np.asarray(ps["rows"], bool)
         prec = {sid: float(mask[r].mean()) if len(r) else 0.0 for sid, r in top10.items()}
         best = max(prec, key=prec.get) if prec else None
@@ -81,18 +81,19 @@ def one_dataset(seed: int, rows: int, tmp: Path) -> tuple[list[dict], dict]:
         q_prec = float(mask[q["row"].to_numpy()].mean()) if len(q) else 0.0
         base = float(mask[pool].mean())
         results.append({"dataset": seed, "kind": ps["kind"], "size": float(mask.mean()), "concepts": names, "found": found,
-                        "best_precision@10": prec.get(best, 0.0) if best is not None else 0.0, "validated": bool(next((s.stats.get("validated") for s in rep.slices if s.id == best), False)),
+                        "best_precision@10": prec.get(best, 0.0) if best is not None else 0.0,
+                        "validated": bool(next((s.stats.validated for s in rep.slices if s.id == best), False)),
                         "name": name, "named": named_any if found else False, "named_all": named_all if found else False,
                         "queue_precision": q_prec, "pool_prevalence": base, "queue_x_random": q_prec / max(base, 1e-12) if len(q) else 0.0})
     masks = [np.asarray(ps["rows"], bool) for ps in truth.slices]
     anyp = np.any(masks, axis=0)
-    validated = [s for s in rep.slices if s.stats.get("validated")]
+    validated = [s for s in rep.slices if s.stats.validated]
     records = []
     for s in rep.slices:
         m = rep.members(s.id, index)
         fail_rows = m["row"].to_numpy()[m["failed"].to_numpy()]
-        records.append({"name": s.name, "validated": bool(s.stats.get("validated")), "holdout_lift": s.stats.get("holdout_lift"),
-                        "holdout_members": s.stats.get("holdout_members"),
+        records.append({"name": s.name, "validated": bool(s.stats.validated), "holdout_lift": s.stats.holdout_lift,
+                        "holdout_members": s.stats.holdout_members,
                         "best_precision@10": max(float(mk[top10[s.id]].mean()) if len(top10[s.id]) else 0.0 for mk in masks),
                         "failures_in_planted": float(anyp[fail_rows].mean()) if len(fail_rows) else 0.0})
     false = [r for r in records if r["validated"] and r["best_precision@10"] < 0.5]

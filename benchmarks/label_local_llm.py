@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from sae.interpret import LLMClient, LLMConfig, LLMLabeler, MetadataLabeler, label_run  # noqa: E402
 from sae.interpret.evidence import EvidenceBuilder  # noqa: E402
-from sae.runs import SAERun  # noqa: E402
-from sae.workspace import Workspace  # noqa: E402
+from sae.pipeline import Run  # noqa: E402
+from sae.run import Workspace  # noqa: E402
 
 OUT = ROOT / "artifacts" / "benchmarks"
 
@@ -53,27 +53,27 @@ def start_server(venv: Path, model: Path, port: int, n_ctx: int, log) -> subproc
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
             return proc
-        except OSError:
+        except OSError as err:
             if proc.poll() is not None:
-                raise RuntimeError("llama-cpp server exited; see its log")
+                raise RuntimeError("llama-cpp server exited; see its log") from err
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("llama-cpp server did not come up in 120 s")
 
 
-def private_copy(ws: Workspace, tmp: Path) -> tuple[Workspace, SAERun]:
+def private_copy(ws: Workspace, tmp: Path) -> tuple[Workspace, Run]:
     """The workspace's latest run copied (store linked) under ``tmp``, so the benchmark never touches its labels."""
-    run = SAERun.find(ws)
+    run = Run.find(ws)
     copy = Workspace(tmp / "ws")
     (copy.path / "saes").mkdir(parents=True)
     copy.store_path.symlink_to(ws.store_path.resolve())
     shutil.copytree(run.path, copy.path / "saes" / run.name, ignore=shutil.ignore_patterns("labels-*", ".labels-*"))
-    return copy, SAERun(copy, copy.path / "saes" / run.name)
+    return copy, Run(copy, copy.path / "saes" / run.name)
 
 
-def pick_features(run: SAERun, n: int) -> list[int]:
+def pick_features(run: Run, n: int) -> list[int]:
     """n alive features spread over the firing-rate range (seeded)."""
-    stats = run.codes().stats()
+    stats = run.codes.stats()
     alive = stats.index[stats["count"] >= 20].to_numpy()
     order = alive[np.argsort(stats.loc[alive, "rate"].to_numpy())]
     return sorted(int(f) for f in order[np.linspace(0, len(order) - 1, n).round().astype(int)])
@@ -102,8 +102,8 @@ def main() -> None:
     startup = time.perf_counter() - t_start
     results = []
     try:
-        store = ws.open_store()
-        builder = EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy(), progress=False)
+        _ = run.store  # opened (and checked) before the server starts
+        builder = EvidenceBuilder.of(run, progress=False)
         for prompt in args.prompts:
             subset = feats if prompt == "compact" else feats[:: max(1, len(feats) // args.contrastive_features)][: args.contrastive_features]
             cfg = LLMConfig(model="gemma3-270m", base_url=f"http://127.0.0.1:{port}/v1", concurrency=1, timeout_s=300,
@@ -125,7 +125,7 @@ def main() -> None:
     print((OUT / "label_local_llm.md").read_text())
 
 
-def bench_prompt(run: SAERun, builder: EvidenceBuilder, cfg: LLMConfig, prompt: str, feats: list[int]) -> dict:
+def bench_prompt(run: Run, builder: EvidenceBuilder, cfg: LLMConfig, prompt: str, feats: list[int]) -> dict:
     """Label the features with one prompt style, then re-run from the cache; returns the measurements."""
     labeler = LLMLabeler(LLMClient(cfg), prompt=prompt)
     for p in run.path.glob(f"*labels-{labeler.id}*"):
@@ -174,7 +174,7 @@ def write_md(r: dict) -> None:
                      f"{s.get('metadata_agreement', float('nan')):.3f} | {s.get('duplicate_rate', float('nan')):.1%} |")
     head = " | ".join(f"LLM ({p['prompt']})" for p in r["prompts"])
     lines += ["", f"| feature | {head} | metadata label |", "|---|" + "---|" * (len(r["prompts"]) + 1)]
-    for i, f in enumerate(r["features"]):
+    for f in r["features"]:
         cells = []
         for p in r["prompts"]:
             recs = [x for x in p["labels"] if x["feature"] == f]

@@ -26,6 +26,7 @@ Results: ``artifacts/benchmarks/scale.json`` and ``scale.md`` (rewritten after e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,7 +46,7 @@ STAGES = ["ingest", "train_1p", "train_ddp", "encode_1p", "encode_dask", "audit_
 
 # ------------------------------------------------------------------------------------------ stages
 def _ws(args):
-    from sae.workspace import Workspace
+    from sae.run import Workspace
 
     return Workspace(args.workspace)
 
@@ -98,7 +99,7 @@ def stage_train_1p(args) -> dict:
 def stage_train_ddp(args) -> dict | None:
     import torch
 
-    from sae.distributed.ddp import DistributedTrainer, process_group
+    from sae.train.ddp import DistributedTrainer, process_group
 
     ws = _ws(args)
     store = ws.open_store()
@@ -132,7 +133,7 @@ def _timed_index(module, name: str, box: dict):
 
 
 def stage_encode_1p(args) -> dict:
-    import sae.codes as codes_mod
+    import sae.codes.build as codes_mod
     from sae.models.io import load_sae
 
     ws = _ws(args)
@@ -166,14 +167,14 @@ def _same_codes(a_path: Path, b_path: Path) -> bool:
 
 
 def stage_encode_dask(args) -> dict:
-    import sae.distributed.encode as enc_mod
-    from sae.distributed import DaskConfig, dask_client, workers_peak_rss_gb
+    import sae.codes.encode_dask as enc_mod
+    from sae.compute import DaskConfig, dask_client, workers_peak_rss_gb
     from sae.models.io import load_sae
 
     ws = _ws(args)
     store = ws.open_store()
     model, _ = load_sae(ws.path / "saes" / "single")
-    cfg = DaskConfig(n_workers=args.workers, memory_budget_gb=args.dask_budget_gb)
+    cfg = DaskConfig(n_workers=args.workers, cluster_memory_gb=args.dask_budget_gb)
     box: dict = {}
     _timed_index(enc_mod, "_build_index_dask", box)
     t_start = time.perf_counter()
@@ -210,7 +211,7 @@ def _slices(index, failed, labels) -> tuple[float, int, int]:
     disc, hold = split_rows(index.n_rows, None, cfg.holdout_frac, cfg.seed)
     slices, _ = discover(index, failed, labels, disc, cfg)
     validate(index, failed, slices, disc, hold, cfg)
-    return time.perf_counter() - t0, len(slices), sum(bool(s.stats.get("validated")) for s in slices)
+    return time.perf_counter() - t0, len(slices), sum(bool(s.stats.validated) for s in slices)
 
 
 def stage_audit_1p(args) -> dict:
@@ -231,13 +232,13 @@ def stage_audit_1p(args) -> dict:
 
 
 def stage_audit_dask(args) -> dict:
-    from sae.distributed import DaskConfig, dask_client, workers_peak_rss_gb
-    from sae.distributed.audit import concept_enrichment_dask
+    from sae.audit.dask import concept_enrichment_dask
+    from sae.compute import DaskConfig, dask_client, workers_peak_rss_gb
     from sae.search.index import ConceptIndex
 
     ws, store, codes, failed = _audit_common(args)
     labels = {f: f"feature {f}" for f in range(codes.n_latents)}
-    cfg = DaskConfig(n_workers=args.workers, memory_budget_gb=args.dask_budget_gb)
+    cfg = DaskConfig(n_workers=args.workers, cluster_memory_gb=args.dask_budget_gb)
     with dask_client(cfg) as client:
         t0 = time.perf_counter()
         table = concept_enrichment_dask(codes, failed, labels, compute=cfg, client=client)
@@ -288,11 +289,11 @@ def stage_map_1p(args) -> dict:
 
 
 def stage_map_dask(args) -> dict:
-    from sae.distributed import DaskConfig, dask_client, workers_peak_rss_gb
-    from sae.distributed.audit import concept_map_dask
+    from sae.audit.dask import concept_map_dask
+    from sae.compute import DaskConfig, dask_client, workers_peak_rss_gb
 
     ws, codes, index, load_s = _map_setup(args)
-    cfg = DaskConfig(n_workers=args.workers, memory_budget_gb=args.dask_budget_gb)
+    cfg = DaskConfig(n_workers=args.workers, cluster_memory_gb=args.dask_budget_gb)
     with dask_client(cfg) as client:
         t0 = time.perf_counter()
         out = concept_map_dask(index, codes, sample=args.map_sample, seed=0, compute=cfg, client=client)
@@ -326,10 +327,8 @@ class TreeSampler:
                 procs = [self.proc] + self.proc.children(recursive=True)
                 total = 0
                 for p in procs:
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
                 if total > self.peak:
                     self.peak, self.peak_procs = total, len(procs)
             except psutil.Error:
@@ -404,11 +403,13 @@ def write_report(results: dict, args) -> None:
         ("encode", "encode_dask", f"Dask {args.workers} workers", ratio("encode_1p", "encode_dask", "encode_s"),
          f"identical codes: {g('encode_dask', 'identical_to_single_process', '{}')}; cluster start {g('encode_dask', 'cluster_start_s')} s (not included)"),
         ("index + stats", "encode_1p", "1 process", "1.00x", f"budget {g('encode_1p', 'memory_budget_gb')} GB"),
-        ("index + stats", "encode_dask", f"Dask {args.workers} workers", ratio("encode_1p", "encode_dask", "index_s"), f"budget {g('encode_dask', 'memory_budget_gb')} GB (cluster)"),
+        ("index + stats", "encode_dask", f"Dask {args.workers} workers", ratio("encode_1p", "encode_dask", "index_s"),
+         f"budget {g('encode_dask', 'memory_budget_gb')} GB (cluster)"),
         ("audit: enrichment", "audit_1p", "1 process", "1.00x", f"index load {g('audit_1p', 'index_load_s')} s (not included)"),
         ("audit: enrichment", "audit_dask", f"Dask {args.workers} workers", ratio("audit_1p", "audit_dask", "enrichment_s"),
          f"identical table: {g('audit_dask', 'identical_to_single_process', '{}')}; straight from codes.zarr"),
-        ("audit: slice discovery", "audit_1p", "1 process", "-", f"{g('audit_1p', 'slices', '{}')} slices, {g('audit_1p', 'validated_slices', '{}')} validated"),
+        ("audit: slice discovery", "audit_1p", "1 process", "-",
+         f"{g('audit_1p', 'slices', '{}')} slices, {g('audit_1p', 'validated_slices', '{}')} validated"),
         ("audit: concept map (UMAP)", "map_1p", "1 process", "1.00x", f"fit on {g('map_1p', 'sample', '{:,}')} rows, transform the rest in 50,000-row blocks"),
         ("audit: concept map (UMAP)", "map_dask", f"Dask {args.workers} workers", ratio("map_1p", "map_dask"),
          f"identical map: {g('map_dask', 'identical_to_single_process', '{}')}; fit in the driver, blocks transformed on workers"),
@@ -417,7 +418,8 @@ def write_report(results: dict, args) -> None:
         key = {"encode": "encode_s", "index + stats": "index_s", "audit: enrichment": "enrichment_s", "audit: slice discovery": "slices_s"}.get(label, "wall_s")
         lines.append(f"| {label} | {engine} | {g(stage, key)} | {speed} | {g(stage, 'peak_rss_gb_tree', '{:.2f}')} | {details} |")
     lines += ["", "Peak RSS of encode and index is one figure (one process does both); audit peaks include loading the index for slice discovery.",
-              f"Dask memory budget {args.dask_budget_gb} GB for the cluster ({args.dask_budget_gb / args.workers:.1f} GB per worker, plus 1 GB baseline in its limit); "
+              f"Dask memory budget {args.dask_budget_gb} GB for the cluster "
+              f"({args.dask_budget_gb / args.workers:.1f} GB per worker, plus 1 GB baseline in its limit); "
               f"single-process index budget {args.index_budget_gb} GB; training streams from Zarr with a {args.train_budget_gb} GB budget."]
     (OUT / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 

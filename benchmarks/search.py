@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sae.runs import SAERun  # noqa: E402
+from sae.pipeline import Run  # noqa: E402
+from sae.run import Workspace  # noqa: E402
 from sae.search.baseline import SAILBaseline  # noqa: E402
 from sae.search.evaluate import DEMO_VOCABULARY, average_precision, evaluate_methods, metadata_cases, precision_at, summarize  # noqa: E402
 from sae.search.example import DenseIndex, ExamplePlanner  # noqa: E402
@@ -41,7 +42,6 @@ from sae.search.index import ConceptIndex  # noqa: E402
 from sae.search.plan import Concept, QueryPlan  # noqa: E402
 from sae.search.planner import EmbeddingPlanner  # noqa: E402
 from sae.search.searcher import Searcher  # noqa: E402
-from sae.workspace import Workspace  # noqa: E402
 
 OUT = ROOT / "artifacts" / "benchmarks"
 
@@ -53,7 +53,7 @@ def _ranked(searcher_or_index, planner, depth=100):
 
 
 def part_demo(ws_path: Path) -> dict:
-    s = Searcher(SAERun.find(Workspace(ws_path)))
+    s = Searcher(Run.find(Workspace(ws_path)))
     plain = EmbeddingPlanner(s.labels.mapping(), encoder=s.planner.encoder, thesaurus=None)
     methods = {"embedding planner": _ranked(s.index, s.planner), "embedding planner, no thesaurus": _ranked(s.index, plain),
                "SAIL baseline (3 features, cosine)": SAILBaseline(s.index, s.planner).rank,
@@ -62,7 +62,7 @@ def part_demo(ws_path: Path) -> dict:
     t0 = time.perf_counter()
     res = evaluate_methods(methods, cases, s.meta)
     table = summarize(res)
-    plan_ms = [_time_ms(lambda: s.planner.plan(c.text)) for c in cases[:60]]
+    plan_ms = [_time_ms(lambda c=c: s.planner.plan(c.text)) for c in cases[:60]]
     return {"queries": len(cases), "seconds": time.perf_counter() - t0, "summary": table.to_dict("records"),
             "composed": _composed(s), "by_example": _by_example(s), "plan_ms_p50": float(np.median(plan_ms)),
             "worst": res[res["method"] == "embedding planner"].nsmallest(8, "ap@100")[["kind", "query", "p@10", "ap@100"]].to_dict("records")}
@@ -116,10 +116,10 @@ def part_llm(ws_path: Path, n_queries: int, venv: Path) -> dict:
 
     from label_local_llm import free_port, gguf_path, start_server
 
-    from sae.interpret.llm import LLMClient, LLMConfig
+    from sae.llm import LLMClient, LLMConfig
     from sae.search.llm_planner import LLMPlanner
 
-    s = Searcher(SAERun.find(Workspace(ws_path)))
+    s = Searcher(Run.find(Workspace(ws_path)))
     cases = [c for c in metadata_cases(DEMO_VOCABULARY, s.meta) if c.paraphrase == 0 and c.kind in ("single", "pair", "negation")]
     cases = cases[:: max(len(cases) // n_queries, 1)][:n_queries]
     tmp = Path(tempfile.mkdtemp(prefix="sae-llm-plan-"))
@@ -146,7 +146,7 @@ def part_planted(rows: int, seed: int = 0) -> dict:
     from sae.datasets.planted import PlantedConfig, make_planted
     from sae.interpret import MetadataLabeler, label_run
     from sae.models import SAEConfig
-    from sae.runs import train_run
+    from sae.pipeline import train_run
     from sae.train import TrainConfig
 
     with tempfile.TemporaryDirectory(dir=OUT.parent) as tmp:
@@ -169,7 +169,7 @@ def part_planted(rows: int, seed: int = 0) -> dict:
                     q = tpl.format(name)
                     try:
                         ranked = s.search(q, top=100).hits["row"].to_numpy()
-                    except Exception as e:  # noqa: BLE001 - a refusal scores 0 and is counted
+                    except Exception as e:
                         ranked, err = np.zeros(0, np.int64), str(e)
                     else:
                         err = ""
@@ -193,9 +193,8 @@ def _pct(xs) -> dict:
 
 def part_latency(ws_path: Path, n_queries: int = 100, seed: int = 0) -> dict:
     prepared = json.loads((ws_path / "prepared.json").read_text())
-    run = SAERun.find(Workspace(ws_path))
-    store = run.ws.open_store()
-    codes = run.codes(store)
+    run = Run.find(Workspace(ws_path))
+    store, codes = run.store, run.codes
     t0 = time.perf_counter()
     index = ConceptIndex(codes)
     build_s = time.perf_counter() - t0
@@ -203,31 +202,31 @@ def part_latency(ws_path: Path, n_queries: int = 100, seed: int = 0) -> dict:
     df = np.diff(index._ptr)
     alive = np.flatnonzero(df > 0)
     # features drawn in proportion to how often they fire: what a query over real concepts meets
-    pick = lambda n: rng.choice(alive, n, replace=False, p=df[alive] / df[alive].sum())  # noqa: E731
+    pick = lambda n: rng.choice(alive, n, replace=False, p=df[alive] / df[alive].sum())
     three, grouped = [], []
     for _ in range(n_queries):
         a, b, c = pick(3)
         plan = QueryPlan("q", (Concept(int(a)), Concept(int(b)), Concept(int(c), negated=True)))
-        three.append(_time_ms(lambda: index.search(plan, top=10)))
+        three.append(_time_ms(lambda plan=plan: index.search(plan, top=10)))
         f = pick(24)
         gplan = QueryPlan("q", tuple(Concept(int(x), 1.0, i >= 16, group=i // 8) for i, x in enumerate(f)))
-        grouped.append(_time_ms(lambda: index.search(gplan, top=10)))
+        grouped.append(_time_ms(lambda gplan=gplan: index.search(gplan, top=10)))
     examples = ExamplePlanner(index, codes)
     rows = rng.choice(codes.n_rows, n_queries, replace=False)
     fp8, fp32 = [], []
     for r in rows:
-        fp8.append(_time_ms(lambda: index.search(examples.plan([int(r)], top_k=8), top=10)))
-        fp32.append(_time_ms(lambda: index.search(examples.plan([int(r)], top_k=32), top=10)))
+        fp8.append(_time_ms(lambda r=r: index.search(examples.plan([int(r)], top_k=8), top=10)))
+        fp32.append(_time_ms(lambda r=r: index.search(examples.plan([int(r)], top_k=32), top=10)))
     t1 = time.perf_counter()
     dense = DenseIndex.from_store(store)
     dense_build = time.perf_counter() - t1
-    faiss_ms = [_time_ms(lambda: dense.search([int(r)], top=10)) for r in rows[:30]]
+    faiss_ms = [_time_ms(lambda r=r: dense.search([int(r)], top=10)) for r in rows[:30]]
     overl = []
     for r in rows[:30]:
         a = index.search(examples.plan([int(r)], top_k=8), top=11).hits["row"].to_numpy()
         overl.append(len(np.intersect1d(a[a != r][:10], dense.search([int(r)], top=10))) / 10)
     np_dense = DenseIndex(dense.x, use_faiss=False) if dense.faiss is not None else dense
-    numpy_ms = [_time_ms(lambda: np_dense.search([int(r)], top=10)) for r in rows[:10]]
+    numpy_ms = [_time_ms(lambda r=r: np_dense.search([int(r)], top=10)) for r in rows[:10]]
     return {"prepared": prepared, "index_build_s": build_s, "dense_build_s": dense_build, "faiss": dense.faiss is not None,
             "plan_3_concepts": _pct(three), "plan_3_or_groups_of_8": _pct(grouped), "fingerprint_top8": _pct(fp8),
             "fingerprint_top32": _pct(fp32), "dense_flat_faiss" if dense.faiss is not None else "dense_flat": _pct(faiss_ms),
@@ -244,7 +243,8 @@ def write(doc: dict) -> None:
         lines += [f"## Demo ({d['queries']} metadata-ground-truth queries, P@10 / mAP@100)", "",
                   "| method | kind | queries | P@10 | mAP@100 | refused |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['method']} | {r['kind']} | {r['queries']} | {r['p10']:.3f} | {r['map100']:.3f} | {r['refused']} |" for r in d["summary"]]
-        lines += ["", f"Embedding planner: plan p50 {d['plan_ms_p50']:.1f} ms.", "", "Composed queries ('like this slice, but with X'; relevant: same orientation and region, artifact X), P@10:", "",
+        lines += ["", f"Embedding planner: plan p50 {d['plan_ms_p50']:.1f} ms.", "",
+                  "Composed queries ('like this slice, but with X'; relevant: same orientation and region, artifact X), P@10:", "",
                   "| artifact | examples | composed | text only | example only |", "|---|---|---|---|---|"]
         lines += [f"| {r['artifact']} | {r['examples']} | {r['composed']:.2f} | {r['text only']:.2f} | {r['example only']:.2f} |" for r in d["composed"]]
     if "demo" in doc and "by_example" in doc["demo"]:
@@ -260,13 +260,15 @@ def write(doc: dict) -> None:
         lines += [f"| {r['method']} | {r['kind']} | {r['queries']} | {r['p10']:.3f} | {r['map100']:.3f} | {r['refused']} |" for r in L["summary"]]
     if "planted" in doc:
         p = doc["planted"]
-        lines += ["", f"## Planted paraphrase queries ({p['rows']:,} rows, metadata labels)", "", "| form | queries | mAP@100 | P@10 | refused |", "|---|---|---|---|---|"]
+        lines += ["", f"## Planted paraphrase queries ({p['rows']:,} rows, metadata labels)", "",
+                  "| form | queries | mAP@100 | P@10 | refused |", "|---|---|---|---|---|"]
         lines += [f"| {r['form']} | {r['queries']} | {r['map100']:.3f} | {r['p10']:.3f} | {r['refused']} |" for r in p["summary"]]
     if "latency" in doc:
         lat = doc["latency"]
         pr = lat["prepared"]
         lines += ["", f"## Latency at {pr['rows']:,} items (SAE n={pr['n']}, k={pr['k']}, d={pr['dim']}), one process", "",
-                  f"Index build (posting lists re-sorted by row, calibrated): {lat['index_build_s']:.1f} s; dense index build {lat['dense_build_s']:.1f} s; peak RSS {lat['peak_rss_gb']:.1f} GB.", "",
+                  f"Index build (posting lists re-sorted by row, calibrated): {lat['index_build_s']:.1f} s; "
+                  f"dense index build {lat['dense_build_s']:.1f} s; peak RSS {lat['peak_rss_gb']:.1f} GB.", "",
                   "| query | p50 ms | p95 ms | n |", "|---|---|---|---|"]
         for k, v in lat.items():
             if isinstance(v, dict) and "p50_ms" in v:

@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 from sae.datasets.planted import PlantedConfig, make_planted  # noqa: E402
 from sae.models import SAEConfig  # noqa: E402
-from sae.runs import train_run  # noqa: E402
+from sae.pipeline import train_run  # noqa: E402
+from sae.run import Workspace  # noqa: E402
 from sae.train import TrainConfig  # noqa: E402
-from sae.workspace import Workspace  # noqa: E402
 
 DEFAULT_WS = ROOT / "artifacts" / "bench-search-1e6"
 

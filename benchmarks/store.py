@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae.store import Store, importers  # noqa: E402
-from sae.store.importers import IngestOptions  # noqa: E402
+from sae.store import Store, importers
+from sae.store.importers import IngestOptions
 
 OUT = Path(__file__).resolve().parents[1] / "artifacts" / "benchmarks"
 
@@ -103,7 +103,7 @@ def main() -> None:
             res["stream_shuffled_s"].append(our_stream(store, args.batch, shuffle=True)[0])
             print(f"repeat {r}: " + ", ".join(f"{k}={v[-1]:.2f}" for k, v in res.items()), flush=True)
         best = {k: min(v) for k, v in res.items()}
-        rate = lambda s: args.rows / s  # noqa: E731
+        rate = lambda s: args.rows / s
         summary = {
             "rows": args.rows, "dim": args.dim, "dtype": "float16", "batch": args.batch, "repeats": args.repeats,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -130,9 +130,12 @@ def write_results(s: dict) -> None:
         "",
         "| operation | ours rows/s | baseline rows/s | ratio (ours / baseline) |",
         "|---|---|---|---|",
-        f"| ingest from .npy memmap (baseline: copy into a new .npy) | {rps['ingest_ours']:,.0f} | {rps['ingest_baseline']:,.0f} | {r['ingest_vs_npy_copy']:.2f}x |",
-        f"| stream sequential, float32 batches (baseline: np.load mmap + slicing) | {rps['stream_seq']:,.0f} | {rps['stream_baseline']:,.0f} | {r['stream_sequential_vs_np_load']:.2f}x |",
-        f"| stream shuffled by chunk (same baseline) | {rps['stream_shuffled']:,.0f} | {rps['stream_baseline']:,.0f} | {r['stream_shuffled_vs_np_load']:.2f}x |",
+        f"| ingest from .npy memmap (baseline: copy into a new .npy) | {rps['ingest_ours']:,.0f} | {rps['ingest_baseline']:,.0f} "
+        f"| {r['ingest_vs_npy_copy']:.2f}x |",
+        f"| stream sequential, float32 batches (baseline: np.load mmap + slicing) | {rps['stream_seq']:,.0f} | {rps['stream_baseline']:,.0f} "
+        f"| {r['stream_sequential_vs_np_load']:.2f}x |",
+        f"| stream shuffled by chunk (same baseline) | {rps['stream_shuffled']:,.0f} | {rps['stream_baseline']:,.0f} "
+        f"| {r['stream_shuffled_vs_np_load']:.2f}x |",
         "",
         "Goal: streaming >= 0.5x the raw baseline.",
     ]

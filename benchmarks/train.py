@@ -86,7 +86,8 @@ def run_ours(batches: np.ndarray, eval_x: np.ndarray, n: int, k: int, lr: float)
         xs = torch.from_numpy(eval_x)
         recon = np.concatenate([model.decode_codes(*model.encode(xs[i : i + 4096])).numpy() for i in range(0, len(xs), 4096)])
     return {"lib": "sae-workbench", "version": "0.1.0", "steps": steps, "batch": bs, "step_times_s": times,
-            "samples_per_s": bs * (steps - 1) / sum(times[1:]), "fvu": fvu(eval_x, recon), "notes": "sae.train.Trainer (AuxK, dead tracking, grad clipping, decoder projection on)"}
+            "samples_per_s": bs * (steps - 1) / sum(times[1:]), "fvu": fvu(eval_x, recon),
+            "notes": "sae.train.Trainer (AuxK, dead tracking, grad clipping, decoder projection on)"}
 
 
 def run_naive(batches: np.ndarray, eval_x: np.ndarray, n: int, k: int, lr: float) -> dict:
@@ -152,16 +153,17 @@ def memory_check(work: Path, d: int, n: int, k: int, batch: int) -> dict:
     path = work / "big" / "store.zarr"
     make_planted(path, PlantedConfig(n_rows=rows, dim=d, n_concepts=2048, n_revealed=16, seed=0), progress=False)
     code = (
-        "import json, sys; sys.path.insert(0, %r)\n"
+        f"import json, sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "def vm(key):  # /proc: ru_maxrss would include the parent's peak, which survives fork + exec\n"
         "    return int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1])\n"
         "import torch\n"
         "from sae.store import Store; from sae.models import SAEConfig; from sae.train import TrainConfig, Trainer\n"
         "base = vm('VmRSS')\n"
-        "t = Trainer(SAEConfig(d_in=%d, n_latents=%d, k=%d), TrainConfig(batch_size=%d, epochs=1, memory_budget_gb=%f, holdout_frac=0.0), progress=False)\n"
-        "t.fit(Store.open(%r))\n"
+        f"t = Trainer(SAEConfig(d_in={d:d}, n_latents={n:d}, k={k:d}), "
+        f"TrainConfig(batch_size={batch:d}, epochs=1, memory_budget_gb={budget_gb:f}, holdout_frac=0.0), progress=False)\n"
+        f"t.fit(Store.open({str(path)!r}))\n"
         "print(json.dumps({'base_kb': base, 'peak_kb': vm('VmHWM'), 'in_memory': t.in_memory_}))\n"
-    ) % (str(ROOT), d, n, k, batch, budget_gb, str(path))
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     res = json.loads(out)
     base_mb, peak_mb = res["base_kb"] / 1024, res["peak_kb"] / 1024
@@ -240,7 +242,8 @@ def summarize(results: list[dict], ceiling: float, args, memory: dict | None) ->
                   f"{memory['memory_budget_gb'] * 1024:.0f} MB + model and optimizer {memory['model_and_optimizer_mb']:.0f} MB + step activations "
                   f"{memory['activations_mb']:.0f} MB = {memory['bound_mb']:.0f} MB; within bound: {memory['within_bound']}."]
     if ours and fastest:
-        lines += ["", f"Ours vs fastest peer ({fastest['lib']}): {ours['speed_vs_fastest_peer']:.2f}x samples/s, FVU {ours['fvu']:.4f} vs {fastest['fvu']:.4f}."]
+        lines += ["", f"Ours vs fastest peer ({fastest['lib']}): {ours['speed_vs_fastest_peer']:.2f}x samples/s, "
+                  f"FVU {ours['fvu']:.4f} vs {fastest['fvu']:.4f}."]
     (OUT / f"train_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

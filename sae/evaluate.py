@@ -9,8 +9,8 @@ data and seed stability.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,8 @@ class ReconstructionAccumulator:
 
     @property
     def sst(self) -> float:
+        if self.sum_x is None or self.sum_x2 is None:
+            raise SaeError("no rows to evaluate")
         return float((self.sum_x2 - self.sum_x**2 / self.n).sum())
 
     def result(self) -> dict[str, float]:
@@ -208,7 +210,9 @@ def _random_coherence(values: np.ndarray, m: int, rng, draws: int = 200) -> floa
     return float(np.mean(shares))
 
 
-def monosemanticity(top_rows: dict[int, np.ndarray], active_rows: dict[int, np.ndarray], meta: pd.DataFrame, columns: Sequence[str], seed: int = 0) -> pd.DataFrame:
+def monosemanticity(
+    top_rows: dict[int, np.ndarray], active_rows: dict[int, np.ndarray], meta: pd.DataFrame, columns: Sequence[str], seed: int = 0
+) -> pd.DataFrame:
     """Per feature and metadata column: (coherence of the top items - random null) x specificity.
 
     coherence: share of the feature's top items holding the modal value v*; null: the same share for

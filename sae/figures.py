@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from sae.run import Run
 
-def write_figures(run, out: Path, *, n_features: int = 4, query: str | None = None, failure: str | None = None,
+
+def write_figures(run: Run, out: Path, *, n_features: int = 4, query: str | None = None, failure: str | None = None,
                   formats: Sequence[str] = ("png", "pdf", "svg"), dpi: int = 200) -> list[Path]:
     """Write the standard set under ``out`` (feature panels, a query panel, the Pareto figure when the
     workspace holds two or more evaluated runs, slice panels and the concept map with ``failure``);
     returns every file written."""
     import matplotlib.pyplot as plt
 
-    from sae.interpret import load_labels
     from sae.interpret.evidence import EvidenceBuilder
     from sae.search.searcher import Searcher
+    from sae.views import feature_card
     from sae.viz import concept_map_figure, feature_figure, query_figure, save_figure, slice_figure
 
     out = Path(out)
     searcher = Searcher(run)
-    store, labels = searcher.store, load_labels(run)
+    store, labels = run.store, searcher.labels
     images = store.previews if store.has_image_previews else None
     written: list[Path] = []
 
@@ -30,29 +32,27 @@ def write_figures(run, out: Path, *, n_features: int = 4, query: str | None = No
         written.extend(save_figure(fig, out / stem, formats=formats, dpi=dpi))
         plt.close(fig)
 
-    builder = EvidenceBuilder(store, searcher.codes, run.model.W_dec.detach().numpy(), progress=False)
+    builder = EvidenceBuilder.of(run, progress=False)
     for _, row in labels.best(n_features).iterrows():
         f = int(row["feature"])
-        pack = builder.pack(f)
-        _, acts = builder.feature_rows(f)
+        card = feature_card(builder, labels, f)
         score = f"detection {row['detection']:.2f}" if "detection" in row and row["detection"] == row["detection"] else ""
-        thumbs = images(pack.top["row"].to_numpy()[:6]) if images else None
-        save(feature_figure(pack, row["label"], score, thumbs, acts), f"feature-{f}")
+        thumbs = images(card.top["row"].to_numpy()[:6]) if images else None
+        save(feature_figure(card, score, thumbs), f"feature-{f}")
     text = query or labels.best(1)["label"].iloc[0].split(",")[0]
     res = searcher.search(text, top=8)
     save(query_figure(res, images(res.hits["row"].to_numpy()) if images else None), "query")
-    from sae.runs import SAERun
     from sae.sweep import runs_table
     from sae.viz import pareto_figure
 
-    table = runs_table([SAERun(run.ws, p) for p in run.ws.sae_runs()])
+    table = runs_table([Run(run.ws, p) for p in run.ws.sae_runs()])
     if len(table) >= 2:  # a sweep's runs: FVU against L0
         save(pareto_figure(table), "pareto")
     if failure:
         from sae.audit.report import audit_run
 
         report = audit_run(run, failure=failure, with_map=True, index=searcher.index)
-        for s in [s for s in report.slices if s.stats.get("validated")][:6]:
+        for s in [s for s in report.slices if s.stats.validated][:6]:
             save(slice_figure(report, s.id, images(np.asarray(s.prototypes)) if images else None), f"slice-{s.id}")
         save(concept_map_figure(report), "concept-map")
     return written

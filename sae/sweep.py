@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
 from sae.models import SAEConfig
-from sae.runs import train_run
+from sae.pipeline import train_run
+from sae.run import SAES_DIR, Workspace
 from sae.train import TrainConfig
-from sae.workspace import SAES_DIR, Workspace
 
 
 def pareto_front(df: pd.DataFrame, x: str = "l0", y: str = "fvu") -> pd.Series:

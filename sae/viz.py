@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from sae.views import FAILING, PASSING, slice_points
 
-STYLE = {
+STYLE: Any = {  # matplotlib types rc keys as Literals; this is a plain rc dict
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -71,7 +71,6 @@ def query_figure(result, images=None, n: int = 8):
     import numpy as np
 
     hits = result.hits.head(n)
-    contrib = [c for c in hits.columns if c.startswith(("#", "NOT #"))]
     with plt.rc_context(STYLE):
         fig = plt.figure(figsize=(7.0, 3.6 if images is not None else 2.8))
         grid = fig.add_gridspec(2 if images is not None else 1, max(len(hits), 1), height_ratios=[1, 1.1] if images is not None else None)
@@ -81,11 +80,11 @@ def query_figure(result, images=None, n: int = 8):
         ax = fig.add_subplot(grid[-1, :])
         bottom_pos = np.zeros(len(hits))
         bottom_neg = np.zeros(len(hits))
-        for name in contrib:
-            v = hits[name].to_numpy(float)
+        for c in result.contributions:
+            v = hits[c.column].to_numpy(float)
             pos = v >= 0
             base = np.where(pos, bottom_pos, bottom_neg)
-            ax.bar(np.arange(len(hits)) + 1, v, bottom=base, label=_text(name[:48]))
+            ax.bar(np.arange(len(hits)) + 1, v, bottom=base, label=_text(c.display()[:48]))
             bottom_pos += np.where(pos, v, 0)
             bottom_neg += np.where(pos, 0, v)
         ax.set_xlabel("rank")
@@ -107,14 +106,14 @@ def slice_figure(report, slice_id: int, images=None):
         for i in range(n_img):
             _thumb(fig.add_subplot(grid[0, i]), images[i], "prototype")
         ax = fig.add_subplot(grid[0, n_img:])
-        rates = [report.signal.rate, st.get("discovery_failure_rate", 0.0), st.get("holdout_failure_rate", 0.0)]
+        rates = [report.signal.rate, st.discovery_failure_rate, st.holdout_failure_rate]
         ax.bar(["all items", "slice (discovery)", "slice (held-out)"], rates, color=["0.7", "tab:orange", "tab:red"])
-        lo, hi = st.get("holdout_rate_low"), st.get("holdout_rate_high")
+        lo, hi = st.holdout.rate_low, st.holdout.rate_high
         if lo is not None and hi is not None:
             ax.errorbar([2], [rates[2]], yerr=[[rates[2] - lo], [hi - rates[2]]], color="k", capsize=3, lw=1)
         ax.set_ylim(0, 1)
         ax.set_ylabel("failure rate")
-        verdict = "validated" if st.get("validated") else f"not validated: {st.get('why_not', '')[:60]}"
+        verdict = "validated" if st.validated else f"not validated: {st.why_not[:60]}"
         ax.set_title(_text(f"slice {s.id}: {s.name[:60]}\n{verdict}"), fontsize=8)
         fig.tight_layout()
     return fig
@@ -132,12 +131,12 @@ def concept_map_figure(report):
         fig, ax = plt.subplots(figsize=(4.6, 4.0))
         ax.scatter(*xy[~failed].T, s=2, c="0.8", lw=0, label="passing", rasterized=True)
         ax.scatter(*xy[failed].T, s=3, c="0.3", lw=0, alpha=0.5, label="failing", rasterized=True)
-        for s in report.slices:
-            if s.stats.get("validated"):
-                rows = s.cluster_rows
-                ax.scatter(*xy[rows].T, s=5, lw=0, label=_text(f"{s.id}: {s.name[:32]}"), rasterized=True)
-                cx, cy = np.median(xy[rows], axis=0)
-                ax.annotate(str(s.id), (cx, cy), fontsize=8, weight="bold")
+        points = slice_points(report)
+        for title in [t for t in points.unique() if t not in (PASSING, FAILING)]:
+            rows = np.flatnonzero(points.to_numpy() == title)
+            ax.scatter(*xy[rows].T, s=5, lw=0, label=_text(title), rasterized=True)
+            cx, cy = np.median(xy[rows], axis=0)
+            ax.annotate(title.split(":")[0].replace("slice ", ""), (cx, cy), fontsize=8, weight="bold")
         ax.set_xticks([])
         ax.set_yticks([])
         for side in ax.spines.values():
@@ -148,24 +147,25 @@ def concept_map_figure(report):
     return fig
 
 
-def feature_figure(pack, label: str = "", score: str = "", images=None, activations=None):
-    """Feature panel: label and score, top items (thumbnails when given), activation histogram, enriched metadata terms."""
+def feature_figure(card, score: str = "", images=None):
+    """Feature panel from a :class:`sae.views.FeatureCard` (what the FeatureBrowser card shows): label and
+    score, top items (thumbnails when given), activation histogram, the significant enriched terms."""
     n_img = 0 if images is None else min(len(images), 6)
     with plt.rc_context(STYLE):
         fig = plt.figure(figsize=(7.0, 3.4))
         grid = fig.add_gridspec(2, max(n_img, 2), height_ratios=[1, 1.2])
         for i in range(n_img):
-            _thumb(fig.add_subplot(grid[0, i]), images[i], f"{pack.top['activation'].iloc[i]:.2f}")
+            _thumb(fig.add_subplot(grid[0, i]), images[i], f"{card.top['activation'].iloc[i]:.2f}")
         half = max(n_img, 2) // 2
         ax = fig.add_subplot(grid[1, :half])
-        if activations is not None and len(activations):
-            ax.hist(activations, bins=40, color="tab:blue")
-            ax.axvline(pack.stats.get("q90", 0), color="k", ls="--", lw=0.8, label="q90 (presence 1)")
+        if len(card.activations):
+            ax.hist(card.activations, bins=40, color="tab:blue")
+            ax.axvline(card.stats.get("q90", 0), color="k", ls="--", lw=0.8, label="q90 (presence 1)")
             ax.legend(frameon=False, fontsize=6)
         ax.set_xlabel("activation (active items)")
         ax.set_ylabel("items")
         ax2 = fig.add_subplot(grid[1, half:])
-        enr = pack.enrichment.sort_values("lift", ascending=False).head(5) if len(pack.enrichment) else pack.enrichment
+        enr = card.enriched.head(5)
         if len(enr):
             y = range(len(enr))
             ax2.barh(list(y), enr["active_frac"], color="tab:orange", label="where it fires")
@@ -173,8 +173,8 @@ def feature_figure(pack, label: str = "", score: str = "", images=None, activati
             ax2.set_yticks(list(y), [_text(t[:28]) for t in enr["text"]], fontsize=6)
             ax2.invert_yaxis()
             ax2.legend(frameon=False, fontsize=6)
-        ax2.set_xlabel("share of items")
-        title = f"feature {pack.feature}: {label}" + (f"  ({score})" if score else "")
-        fig.suptitle(_text(f"{title}\nfires on {pack.stats.get('rate', 0):.1%} of items"), fontsize=8, x=0.02, ha="left")
+        ax2.set_xlabel("share of items (significant terms)")
+        title = f"feature {card.feature}: {card.label}" + (f"  ({score})" if score else "")
+        fig.suptitle(_text(f"{title}\nfires on {card.stats.get('rate', 0):.1%} of items"), fontsize=8, x=0.02, ha="left")
         fig.tight_layout()
     return fig

@@ -60,9 +60,9 @@ def labeled_ws_template(demo_small, tmp_path_factory):
     from pathlib import Path
 
     from sae.models import SAEConfig
-    from sae.runs import train_run
+    from sae.pipeline import train_run
+    from sae.run import Workspace
     from sae.train import TrainConfig
-    from sae.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("labelws") / "ws")
     ws.path.mkdir()
@@ -76,9 +76,8 @@ def run_ws(labeled_ws_template, tmp_path):
     """A private copy of the trained workspace and its SAE run."""
     import shutil
 
-    from sae.runs import SAERun
-    from sae.workspace import Workspace
+    from sae.run import Run, Workspace
 
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(labeled_ws_template.path, ws.path)
-    return ws, SAERun.find(ws)
+    return ws, Run.find(ws)

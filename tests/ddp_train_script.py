@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import torch.distributed as dist
 
-from sae.distributed.ddp import DistributedTrainer, process_group
 from sae.models import SAEConfig
 from sae.store import Store
 from sae.train import TrainConfig
+from sae.train.ddp import DistributedTrainer, process_group
 
 
 def main() -> None:

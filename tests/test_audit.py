@@ -26,7 +26,7 @@ def test_concept_enrichment_matches_fisher_exact(run_ws):
     from scipy.stats import fisher_exact
 
     ws, run = run_ws
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes)
     dense = codes.to_csr().toarray() > 0
     rng = np.random.default_rng(0)
@@ -98,7 +98,7 @@ def _demo_audit(ws, run, labels: dict[int, str] | None = None):
     from sae.interpret import load_labels
 
     meta = ws.open_store().meta()
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes)
     labels = load_labels(run).mapping() if labels is None else labels
     report = audit(index, codes, FailureSignal.from_column(meta, "quality_fail"), labels, meta["id"].to_numpy(),
@@ -116,7 +116,7 @@ def test_audit_end_to_end_on_the_demo(labeled_run, tmp_path):
     assert all(bool(v) or w for v, w in zip(table["validated"], table["why_not"]))  # an unvalidated slice says why
     for s in report.slices:
         members = report.members(s.id, index)
-        assert len(members) == s.stats["discovery_members"] + s.stats["holdout_members"]
+        assert len(members) == s.stats.discovery_members + s.stats.holdout_members
         assert members["score"].is_monotonic_decreasing
     queue = report.queue
     assert len(queue) and not meta["quality_fail"].to_numpy()[queue["row"].to_numpy()].any()  # look-alikes come from the passing pool
@@ -133,7 +133,7 @@ def test_audit_end_to_end_on_the_demo(labeled_run, tmp_path):
 
 def test_audit_html_escapes_labels(labeled_run):
     ws, run = labeled_run
-    rep, _, _ = _demo_audit(ws, run, labels={f: "<img src=x onerror=alert(1)>" for f in range(run.codes().n_latents)})
+    rep, _, _ = _demo_audit(ws, run, labels=dict.fromkeys(range(run.codes.n_latents), "<img src=x onerror=alert(1)>"))
     page = rep._repr_html_()
     assert "<img src=x" not in page and "Failure audit" in page
 
@@ -142,9 +142,9 @@ def test_audit_finds_and_names_a_planted_concept_slice(tmp_path):
     from sae.datasets.planted import PlantedConfig, SliceSpec, make_planted
     from sae.interpret import MetadataLabeler, label_run
     from sae.models import SAEConfig
-    from sae.runs import train_run
+    from sae.pipeline import train_run
+    from sae.run import Workspace
     from sae.train import TrainConfig
-    from sae.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
     ws.path.mkdir()
@@ -153,7 +153,7 @@ def test_audit_finds_and_names_a_planted_concept_slice(tmp_path):
     store, truth = make_planted(ws.store_path, cfg, progress=False)
     run = train_run(ws, SAEConfig(d_in=128, n_latents=256, k=12), TrainConfig(batch_size=256, epochs=20), evaluate=False, progress=False)
     labels = label_run(run, MetadataLabeler(), judge=None, progress=False).mapping()
-    codes = run.codes(store)
+    codes = run.codes
     index = ConceptIndex(codes)
     meta = store.meta()
     rep = audit(index, codes, FailureSignal.from_column(meta, "failure"), labels, meta["id"].to_numpy(),
@@ -162,7 +162,7 @@ def test_audit_finds_and_names_a_planted_concept_slice(tmp_path):
     name = truth.names[truth.slices[0]["concepts"][0]]
     best = max(rep.slices, key=lambda s: planted[rep.members(s.id, index)["row"].to_numpy()[:10]].mean())
     assert planted[rep.members(best.id, index)["row"].to_numpy()[:10]].mean() >= 0.8
-    assert name in best.name and best.stats["validated"]
+    assert name in best.name and best.stats.validated
     q = rep.queue[rep.queue["slice"] == best.id]
     assert len(q) and planted[q["row"].to_numpy()].mean() > 4 * planted[~rep.signal.failed].mean()
 
@@ -181,7 +181,7 @@ def test_cli_audit(labeled_run, capsys):
 
 def test_llm_names_slices_through_the_shared_wrapper(labeled_run, fake_openai, tmp_path):
     from sae.audit.naming import name_slices
-    from sae.interpret.llm import LLMClient, LLMConfig
+    from sae.llm import LLMClient, LLMConfig
 
     ws, run = labeled_run
     rep, _, _ = _demo_audit(ws, run)

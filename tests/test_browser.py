@@ -70,7 +70,7 @@ def lab(tmp_path_factory):
     full = os.environ.get("SAE_BROWSER_FULL") == "1"
     src = Path(os.environ.get("SAE_BROWSER_WORKSPACE", ROOT / "artifacts" / ("demo" if full else "demo-small")))
     if not (src / "store.zarr").exists():
-        from sae.demo import ensure_demo
+        from sae.cli.demo import ensure_demo
 
         ensure_demo(src, small=not full)
     base = tmp_path_factory.mktemp("lab")
@@ -123,7 +123,8 @@ NB_DONE = """() => {
 def _run_notebook(page, lab) -> None:
     page.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?token={lab['token']}")
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext "
-                           "&& window.jupyterapp.shell.currentWidget.sessionContext.session && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel "
+                           "&& window.jupyterapp.shell.currentWidget.sessionContext.session "
+                           "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'", timeout=120_000)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     done = page.wait_for_function(NB_DONE, timeout=900_000, polling=1000).json_value()

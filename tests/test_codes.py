@@ -38,7 +38,7 @@ def test_codes_match_direct_encoding(tmp_path, arch, budget):
     stats = codes.stats()
     for f in range(40):
         col = dense[:, f]
-        rows, values = codes.feature_rows(f)
+        rows, values = codes.read_feature(f)
         active = np.flatnonzero(col > 0)
         assert sorted(rows.tolist()) == active.tolist()
         assert np.all(np.diff(values) <= 0), "strongest first"
@@ -51,14 +51,14 @@ def test_codes_match_direct_encoding(tmp_path, arch, budget):
             np.testing.assert_allclose(stats.loc[f, "q90"], np.quantile(col[active], 0.9), rtol=1e-5)
     sub = codes.rows([5, 0, 699])
     assert (sub != direct[[5, 0, 699]]).nnz == 0
-    assert len(codes.feature_rows(3, top=2)[0]) <= 2
+    assert len(codes.read_feature(3, top=2)[0]) <= 2
 
 
 def test_codes_errors(tmp_path):
     store, model, _ = _setup(tmp_path)
     codes = encode_store(store, model, tmp_path / "codes.zarr", progress=False)
     with pytest.raises(SaeError, match="unknown feature 40"):
-        codes.feature_rows(40)
+        codes.read_feature(40)
     s2 = Store.open(tmp_path / "s.zarr", mode="a")
     s2.append(np.zeros((1, 12), np.float32))
     with pytest.raises(StaleArtifactError, match="different version of the store"):

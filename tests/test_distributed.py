@@ -13,7 +13,8 @@ from sae.store import Store
 
 pytest.importorskip("distributed")
 
-from sae.distributed import DaskConfig, dask_client, encode_store_dask  # noqa: E402
+from sae.codes import encode_store_dask
+from sae.compute import DaskConfig, dask_client
 
 ARRAYS = ["rows/ptr", "rows/latent", "rows/value", "features/ptr", "features/row", "features/value"] + [f"stats/{n}" for n in STAT_NAMES]
 
@@ -21,7 +22,7 @@ ARRAYS = ["rows/ptr", "rows/latent", "rows/value", "features/ptr", "features/row
 @pytest.fixture(scope="module")
 def client():
     """One 2-worker LocalCluster for the module (starting one costs seconds)."""
-    with dask_client(DaskConfig(n_workers=2, memory_budget_gb=2.0)) as c:
+    with dask_client(DaskConfig(n_workers=2, cluster_memory_gb=2.0)) as c:
         yield c
 
 
@@ -52,7 +53,7 @@ def test_dask_encode_identical_small(tmp_path, client, arch):
         model.b_enc.fill_(-0.2)
     ref = encode_store(store, model, tmp_path / "ref.zarr", batch_size=100, progress=False)
     for budget in (2.0, 1e-5):  # 1e-5 GB: one index task per Zarr chunk
-        out = encode_store_dask(store, model, tmp_path / "dask.zarr", compute=DaskConfig(memory_budget_gb=budget), client=client,
+        out = encode_store_dask(store, model, tmp_path / "dask.zarr", compute=DaskConfig(cluster_memory_gb=budget), client=client,
                                 batch_size=100, progress=False, chunk_entries=64)
         _assert_same_codes(ref.path, out.path)
         assert not list(tmp_path.glob(".dask.zarr.partial-*"))
@@ -63,14 +64,14 @@ def test_dask_encode_identical_realistic(tmp_path, client):
     store = _store(tmp_path, 3000, 96, chunk_rows=512, dtype="float16")
     model = SparseAutoencoder(SAEConfig(d_in=96, n_latents=512, k=16), seed=1)
     ref = encode_store(store, model, tmp_path / "ref.zarr", batch_size=256, progress=False)
-    out = encode_store(store, model, tmp_path / "dask.zarr", batch_size=256, progress=False, compute=DaskConfig(n_workers=2, memory_budget_gb=2.0))
+    out = encode_store(store, model, tmp_path / "dask.zarr", batch_size=256, progress=False, compute=DaskConfig(n_workers=2, cluster_memory_gb=2.0))
     _assert_same_codes(ref.path, out.path)
 
 
 def test_dask_enrichment_and_map_identical(tmp_path, client):
     from sae.audit.concept_map import concept_map
+    from sae.audit.dask import concept_enrichment_dask, concept_map_dask
     from sae.audit.enrichment import concept_enrichment
-    from sae.distributed.audit import concept_enrichment_dask, concept_map_dask
     from sae.search.index import ConceptIndex
 
     store = _store(tmp_path, 900, 16, chunk_rows=128)
@@ -81,7 +82,7 @@ def test_dask_enrichment_and_map_identical(tmp_path, client):
     labels = {f: f"feature {f}" for f in range(48)}
     pd_testing = __import__("pandas").testing
     ref = concept_enrichment(index, failed, labels)
-    got = concept_enrichment_dask(codes, failed, labels, compute=DaskConfig(memory_budget_gb=1e-5), client=client)
+    got = concept_enrichment_dask(codes, failed, labels, compute=DaskConfig(cluster_memory_gb=1e-5), client=client)
     pd_testing.assert_frame_equal(ref, got, check_exact=True)
     rows = np.arange(0, 900, 3)
     pd_testing.assert_frame_equal(concept_enrichment(index, failed, rows=rows), concept_enrichment_dask(codes, failed, rows=rows, client=client),
@@ -94,7 +95,8 @@ def test_dask_enrichment_and_map_identical(tmp_path, client):
 
 # ---------------------------------------------------------------------------------------------- DDP
 SAE = {"d_in": 32, "n_latents": 512, "k": 2}
-TRAIN = {"batch_size": 256, "max_samples": 256 * 12, "holdout_frac": 0.0, "seed": 3, "log_every": 4, "warmup_steps": 2, "dead_window": 1}  # dead latents: AuxK runs
+# dead_window=1: latents go dead, so AuxK runs
+TRAIN = {"batch_size": 256, "max_samples": 256 * 12, "holdout_frac": 0.0, "seed": 3, "log_every": 4, "warmup_steps": 2, "dead_window": 1}
 DDP_ATOL = 2e-5
 """Parameters of 1- and 2-rank training agree to this absolute tolerance (weights are O(0.1-1)): only
 float rounding differs (the reduction order of the gradient sums and of the FVU denominator)."""
@@ -125,8 +127,8 @@ def _torchrun(tmp_path, args: dict, nproc: int = 2) -> dict:
 
 
 def _train_here(store, run_dir, train=TRAIN, resume=False):
-    from sae.distributed.ddp import DistributedTrainer
     from sae.train import TrainConfig
+    from sae.train.ddp import DistributedTrainer
 
     trainer = DistributedTrainer(SAEConfig(**SAE), TrainConfig(**train), run_dir=run_dir, progress=False)
     model = trainer.fit(store, resume=resume)
@@ -166,7 +168,7 @@ def test_ddp_checkpoint_resumes_at_another_world_size(tmp_path, ddp_store):
 
 
 def test_sharded_data_is_world_size_independent(ddp_store):
-    from sae.distributed.data import ShardedData
+    from sae.train.sharded import ShardedData
 
     rows = slice(0, 2000)
     one = ShardedData(ddp_store, rows, 200, seed=1, rank=0, world=1)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from sae.errors import MetadataError, StoreError, UnknownColumnError
-from sae.store import Store, importers
+from sae.store import importers
 from sae.store.importers import IngestOptions
 from tests.conftest import make_rows
 
@@ -102,8 +101,9 @@ def test_hdf5(tmp_path):
 
 
 def test_image_folder(tmp_path):
-    from sae.encoders import TorchModuleEncoder
     import torch
+
+    from sae.encoders import TorchModuleEncoder
 
     rng = np.random.default_rng(0)
     for cls in ("normal", "artifact"):

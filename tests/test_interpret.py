@@ -109,14 +109,14 @@ def test_item_descriptions_state_presences_only():
 def builder(run_ws):
     ws, run = run_ws
     store = ws.open_store()
-    return EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy(), progress=False)
+    return EvidenceBuilder(store, run.codes, run.model.W_dec.detach().numpy(), progress=False)
 
 
 def test_evidence_pack_contents(builder):
     stats = builder.codes.stats()
     f = int(stats["count"].idxmax())
     pack = builder.pack(f)
-    rows, vals = builder.codes.feature_rows(f)
+    rows, vals = builder.codes.read_feature(f)
     active = set(rows.tolist())
     assert len(pack.top) == builder.cfg.n_top and pack.top["activation"].is_monotonic_decreasing
     assert pack.top["activation"].iloc[0] == pytest.approx(vals[0])
@@ -345,10 +345,10 @@ def test_cli_llm_labeling_reads_the_key_from_the_named_variable(run_ws, fake_ope
 def test_text_stores_put_their_previews_in_the_evidence(tmp_path):
     """Report-like text previews travel into the item descriptions that labelers and judges read."""
     from sae.models import SAEConfig
-    from sae.runs import train_run
+    from sae.pipeline import train_run
+    from sae.run import Workspace
     from sae.store import Store
     from sae.train import TrainConfig
-    from sae.workspace import Workspace
 
     rng = np.random.default_rng(0)
     n, d = 600, 16
@@ -362,7 +362,7 @@ def test_text_stores_put_their_previews_in_the_evidence(tmp_path):
         store.append(x.astype(np.float32), [f"r{i}" for i in range(n)], pd.DataFrame({"finding": finding}), texts=texts)
     run = train_run(ws, SAEConfig(d_in=d, n_latents=32, k=4), TrainConfig(batch_size=64, epochs=3), progress=False, evaluate=False)
     store = ws.open_store()
-    builder = EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy(), progress=False)
+    builder = EvidenceBuilder(store, run.codes, run.model.W_dec.detach().numpy(), progress=False)
     f = int(builder.codes.stats()["count"].idxmax())
     pack = builder.pack(f)
     assert all("; text: report" in d or d.startswith("report") for d in pack.top["description"])

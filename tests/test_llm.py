@@ -7,8 +7,8 @@ import json
 import pytest
 
 from sae.errors import LLMError, LLMUnreachableError
-from sae.interpret.llm import LLMClient, LLMConfig, LLMRequest, extract_json, parse_answer
 from sae.interpret.prompts import LABEL_SCHEMA
+from sae.llm import LLMClient, LLMConfig, LLMRequest, extract_json, parse_answer
 
 GOOD = json.dumps({"label": "motion artifact", "description": "Ghosted slices.", "confidence": 0.9})
 

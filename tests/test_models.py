@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sae.errors import DimensionMismatchError, SaeError
 from sae.models import SAEConfig, SparseAutoencoder
@@ -141,3 +139,66 @@ def test_fold_and_save_roundtrip(tmp_path):
         loaded.encode(torch.randn(3, 9))
     with pytest.raises(SaeError, match="no SAE at"):
         load_sae(tmp_path / "nothing")
+
+
+def test_architecture_registry_and_a_new_architecture():
+    from sae.models import ARCHS
+    from sae.models.base import get_architecture, register, registered_archs, unregister
+    from sae.models.topk import TopKSAE
+
+    assert ARCHS == ("topk", "batchtopk", "matryoshka", "relu") == registered_archs()
+    for name in ARCHS:
+        m = SparseAutoencoder(SAEConfig(d_in=8, n_latents=32, k=4, arch=name))
+        assert type(m) is get_architecture(name) and isinstance(m, SparseAutoencoder) and m.arch_name == name
+
+    @register("tiny_topk_test")
+    class TinyTopK(TopKSAE):
+        """TopK whose inference keeps one latent fewer: enough to tell it apart."""
+
+        def select_codes(self, pre, max_active=None):
+            vals, idx = pre.topk(self.cfg.k - 1, dim=1)
+            return vals.clamp_min(0), idx
+
+    try:
+        import sae.models
+
+        assert "tiny_topk_test" in sae.models.ARCHS
+        cfg = SAEConfig(d_in=8, n_latents=32, k=4, arch="tiny_topk_test")
+        m = SparseAutoencoder(cfg, seed=2)
+        assert type(m) is TinyTopK and isinstance(m, TopKSAE) and isinstance(m, SparseAutoencoder)
+        assert m.encode(torch.randn(5, 8))[1].shape == (5, 3)
+        m.forward_train(torch.randn(16, 8)).loss.backward()  # the TopK training forward is inherited
+        assert type(m.folded()) is TinyTopK
+        with pytest.raises(SaeError, match="already registered"):
+            register("tiny_topk_test")(TopKSAE)
+    finally:
+        unregister("tiny_topk_test")
+    assert "tiny_topk_test" not in sae.models.ARCHS
+    with pytest.raises(SaeError, match=r"unknown architecture 'jumprelu'; choose one of \('topk', 'batchtopk', 'matryoshka', 'relu'\)"):
+        SAEConfig(d_in=8, arch="jumprelu")
+    with pytest.raises(SaeError, match="unknown architecture 'jumprelu'"):
+        get_architecture("jumprelu")
+    with pytest.raises(SaeError, match="config says 'batchtopk'"):
+        TopKSAE(SAEConfig(d_in=8, n_latents=32, k=4, arch="batchtopk"))
+
+
+def test_estimator_is_a_sklearn_estimator():
+    from dataclasses import fields
+
+    from sklearn.base import clone
+
+    from sae.estimator import SAE, SAE_OPTIONS
+
+    est = SAE("topk", n_latents=64, k=4, epochs=2.0, l1_coeff=3.0, level_sizes=(4, 60))
+    params = est.get_params(deep=True)
+    assert params["arch"] == "topk" and params["n_latents"] == 64 and params["k"] == 4 and params["l1_coeff"] == 3.0
+    assert params["aux_k"] is None and params["level_sizes"] == (4, 60)
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == params and not hasattr(twin, "model_")
+    assert SAE(**params).get_params() == params  # get_params round-trips through __init__
+    assert est.set_params(k=8, arch="batchtopk") is est and est.k == 8 and est.arch == "batchtopk"
+    assert clone(est).get_params()["k"] == 8
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        est.set_params(not_a_param=1)
+    covered = {"d_in", "n_latents", "k", "arch", *SAE_OPTIONS}
+    assert covered == {f.name for f in fields(SAEConfig)}, "every SAEConfig field is an estimator parameter"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -13,11 +12,11 @@ from sae.cli import main
 from sae.errors import SaeError, StaleArtifactError
 from sae.estimator import SAE
 from sae.models import SAEConfig
-from sae.runs import SAERun, evaluate_run, train_run
+from sae.pipeline import evaluate_run, train_run
+from sae.run import Run, Workspace
 from sae.store import Store
 from sae.sweep import pareto_front, sweep
 from sae.train import TrainConfig
-from sae.workspace import Workspace
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def demo_ws(demo_small, tmp_path):
 
 def test_train_run_writes_everything(demo_ws):
     run = train_run(demo_ws, SAEConfig(d_in=1280, n_latents=128, k=8), TrainConfig(batch_size=64, epochs=3), progress=False, evaluate=False)
-    evaluate_run(demo_ws, run, targets=["orientation", "artifact"], progress=False)
+    evaluate_run(run, targets=["orientation", "artifact"], progress=False)
     for f in ("model.safetensors", "config.json", "metrics.json", "train_log.json", "codes.zarr"):
         assert (run.path / f).exists(), f
     m = run.metrics()
@@ -39,11 +38,11 @@ def test_train_run_writes_everything(demo_ws):
     assert {"orientation", "artifact"} <= targets
     assert 0 <= m["fingerprint_fidelity@10"] <= 1 and m["monosemanticity"]["features"] > 0
     assert run.config["store_fingerprint"] == demo_ws.open_store().fingerprint
-    df = evaluate_run(demo_ws, run, targets=["orientation"], probe_ns=(1, 10), progress=False)
+    df = evaluate_run(run, targets=["orientation"], probe_ns=(1, 10), progress=False)
     assert set(df["metric"]) >= {"reconstruction/r2", "probe/orientation/dense", "probe/orientation/sae_top10", "fingerprint_fidelity@10"}
-    assert SAERun.find(demo_ws).name == run.name
+    assert Run.find(demo_ws).name == run.name
     with pytest.raises(SaeError, match="no SAE run 'nope'"):
-        SAERun.find(demo_ws, "nope")
+        Run.find(demo_ws, "nope")
 
 
 def test_stale_run_is_refused(demo_ws):
@@ -51,7 +50,7 @@ def test_stale_run_is_refused(demo_ws):
     store = Store.open(demo_ws.store_path, mode="a")
     store.append(np.ones((1, 1280), np.float32), ["extra"], store.meta(rows=[0]).drop(columns="id"), images=store.previews([0]))
     with pytest.raises(StaleArtifactError):
-        evaluate_run(demo_ws, run, progress=False)
+        evaluate_run(run, progress=False)
 
 
 def test_sweep_and_pareto(demo_ws):
@@ -61,10 +60,10 @@ def test_sweep_and_pareto(demo_ws):
     assert (demo_ws.path / "saes" / "sweep.csv").exists() and (demo_ws.path / "saes" / "pareto.png").exists()
     import pandas as pd
 
-    from sae.runs import SAERun
+    from sae.run import Run
     from sae.sweep import runs_table
 
-    again = runs_table([SAERun(demo_ws, demo_ws.path / "saes" / r) for r in df["run"]])  # what `sae figures` plots
+    again = runs_table([Run(demo_ws, demo_ws.path / "saes" / r) for r in df["run"]])  # what `sae figures` plots
     pd.testing.assert_frame_equal(again.drop(columns="train_s"), df.drop(columns="train_s"))
 
     toy = pd.DataFrame({"l0": [1, 2, 3, 2], "fvu": [0.5, 0.4, 0.45, 0.6]})

@@ -47,7 +47,7 @@ def _dense_presence(index: ConceptIndex, codes) -> np.ndarray:
 
 def test_ranking_matches_a_dense_computation(run_ws):
     ws, run = run_ws
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes)
     pres = _dense_presence(index, codes)
     counts = (pres > 0).sum(0)
@@ -67,7 +67,7 @@ def test_ranking_matches_a_dense_computation(run_ws):
 
 def test_no_item_with_every_concept_falls_back_with_a_note(run_ws):
     ws, run = run_ws
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes)
     pres = _dense_presence(index, codes)
     active = pres > 0
@@ -104,7 +104,7 @@ def test_or_groups_combine_their_members(run_ws, combine):
     from sae.search import Concept
 
     ws, run = run_ws
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes, combine=combine)
     pres = _dense_presence(index, codes)
     a, b, c = np.argsort(-(pres > 0).sum(0))[:3]
@@ -121,7 +121,7 @@ def test_or_groups_combine_their_members(run_ws, combine):
 
 def test_soft_concepts_rank_the_union_and_sorted_lookups_agree(run_ws):
     ws, run = run_ws
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes)
     pres = _dense_presence(index, codes)
     a, b = np.argsort(-(pres > 0).sum(0))[:2]
@@ -141,7 +141,7 @@ def test_group_ranking_pools_item_scores(run_ws):
     import pandas as pd
 
     ws, run = run_ws
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes)
     meta = ws.open_store().meta()
     gcodes, names = pd.factorize(meta["volume"])
@@ -199,7 +199,7 @@ def test_sail_baseline_ranks_by_cosine_over_three_features(run_ws):
     from sae.search.baseline import SAILBaseline
 
     ws, run = run_ws
-    codes = run.codes()
+    codes = run.codes
     index = ConceptIndex(codes)
 
     class Fixed:
@@ -226,7 +226,7 @@ def test_cli_search_prints_plan_and_hits_and_explains_bad_input(run_ws, capsys):
     assert main(["search", str(ws.path), "axial orientation", "--top", "3", "--where", "orientation=axial"]) == 0
     out = capsys.readouterr().out
     assert "plan (embedding-minilm+edited)" in out and "WHERE orientation == 'axial'" in out
-    lines = [l for l in out.splitlines() if "axial" in l and "_axi_" in l]
+    lines = [ln for ln in out.splitlines() if "axial" in ln and "_axi_" in ln]
     assert len(lines) == 3  # every hit passes the filter
     assert main(["search", str(ws.path), "zzqx vvkw"]) == 2
     assert "nearest" in capsys.readouterr().err
@@ -300,7 +300,7 @@ def test_bad_queries_get_clear_messages(searcher):
 def test_llm_planner_validates_caches_and_groups(searcher, fake_openai, tmp_path):
     import json
 
-    from sae.interpret.llm import LLMClient, LLMConfig
+    from sae.llm import LLMClient, LLMConfig
     from sae.search.llm_planner import LLMPlanner
 
     s = searcher

@@ -166,3 +166,25 @@ def test_transaction_rolls_back(tmp_path):
     assert again.n_rows == 10 and again.fingerprint == fp
     again.append(emb, ids, meta)  # the same ids are accepted: the rolled-back rows never existed
     assert Store.open(tmp_path / "s.zarr").n_rows == 15 and again.validate() == []
+
+
+def test_validate_batch_returns_a_frozen_batch_in_stored_form():
+    import dataclasses
+
+    from sae.store.validate import Batch, validate_batch
+
+    emb, ids, meta = make_rows(6, 4)
+    emb[2, 0] = np.nan
+    texts = [f"t{i}" for i in range(6)]
+    batch = validate_batch(emb, ids, meta, None, texts, dim=4, dtype="float16", start_row=0,
+                           existing_ids=lambda: pytest.fail("an empty store has no ids to check"), drop_nonfinite=True)
+    assert isinstance(batch, Batch) and batch.n == 5 and batch.dropped == (ids[2],)
+    assert batch.embeddings.dtype == np.float16 and batch.embeddings.flags.c_contiguous
+    assert list(batch.meta) == list(batch.kinds) == list(meta.columns)
+    assert batch.images is None and batch.texts.tolist() == [t for i, t in enumerate(texts) if i != 2]
+    assert list(batch.arrays())[:2] == ["embeddings", "ids"] and "previews/text" in batch.arrays()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batch.ids = batch.ids  # type: ignore[misc]
+    with pytest.raises(DuplicateIdError, match="already in the store"):
+        validate_batch(emb[:1], ids[:1], None, None, None, dim=4, dtype="float32", start_row=6,
+                       existing_ids=lambda: {ids[0]}, drop_nonfinite=False)

@@ -57,7 +57,7 @@ def test_row_ranges_and_drop_last(n, batch, start, length):
 
 def test_shuffle_is_seeded_and_changes_per_epoch():
     store = _store(500, 50)
-    order = lambda **kw: np.concatenate([r for r, _ in store.iter_batches(64, shuffle=True, with_rows=True, **kw)])  # noqa: E731
+    order = lambda **kw: np.concatenate([r for r, _ in store.iter_batches(64, shuffle=True, with_rows=True, **kw)])
     np.testing.assert_array_equal(order(seed=1, epoch=0), order(seed=1, epoch=0))
     assert not np.array_equal(order(seed=1, epoch=0), order(seed=1, epoch=1))
     assert not np.array_equal(order(seed=1, epoch=0), np.arange(500))

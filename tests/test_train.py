@@ -51,7 +51,7 @@ def test_streaming_matches_in_memory_contract(planted):
     store, truth = planted
     sae_cfg = SAEConfig(d_in=64, n_latents=96, k=6)
     tr = Trainer(sae_cfg, TrainConfig(batch_size=500, epochs=3, memory_budget_gb=1e-6), progress=False)
-    model = tr.fit(store)
+    tr.fit(store)
     assert not tr.in_memory_
     assert tr.state_.samples == 3 * (store.n_rows - int(round(store.n_rows * 0.1)))
     assert tr.state_.log[-1]["fvu"] < 0.5

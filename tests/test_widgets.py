@@ -14,13 +14,12 @@ XSS = "<img src=x onerror=alert(1)>"
 @pytest.fixture(scope="module")
 def wb(labeled_ws_template, tmp_path_factory):
     from sae.interpret import MetadataLabeler, label_run
-    from sae.runs import SAERun
+    from sae.run import Run, Workspace
     from sae.widgets import Workbench
-    from sae.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("widgets") / "ws")
     shutil.copytree(labeled_ws_template.path, ws.path)
-    run = SAERun.find(ws)
+    run = Run.find(ws)
     label_run(run, MetadataLabeler(), judge=None, progress=False)
     return Workbench(run)
 
@@ -43,8 +42,9 @@ def _send(widget, **msg):
 
 
 def test_feature_browser_filters_and_card(wb):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     from sae.widgets import FeatureBrowser
 
@@ -145,12 +145,11 @@ def test_widgets_are_linked(wb):
 
 
 def test_failure_explorer_lasso_slices_and_export(wb, report):
-    from sae.audit.enrichment import concept_enrichment
-    from sae.widgets import FailureExplorer, FeatureBrowser
-
     import dataclasses
 
+    from sae.audit.enrichment import concept_enrichment
     from sae.errors import SaeError
+    from sae.widgets import FailureExplorer, FeatureBrowser
 
     with pytest.raises(SaeError, match="no concept map"):
         FailureExplorer(dataclasses.replace(report, map=None), wb)
@@ -192,7 +191,7 @@ def test_failure_explorer_lasso_slices_and_export(wb, report):
 
 
 def test_static_fallbacks_escape_text_and_widgets_in_a_kernel(wb, report, monkeypatch):
-    from sae.widgets import display
+    from sae import display
 
     f = int(wb.feature_table().query("count > 0")["feature"].iloc[0])
     wb.edit_label(f, f"{XSS} bright rim")

@@ -33,6 +33,7 @@ Libraries (see ``NOTES`` for what each run did differently):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -50,8 +51,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # Never reach out to the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 EVAL_CHUNK = 4096
 EXIT_CANNOT_DRIVE = 3
@@ -92,7 +93,7 @@ class TimedBatches:
     def step_times(self, returned_at: float) -> list[float]:
         end = self.end_time if self.end_time is not None else returned_at
         stamps = self.request_times + [end]
-        return [b - a for a, b in zip(stamps[:-1], stamps[1:])]
+        return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def reconstruct(fn, eval_x: np.ndarray, out_path: Path) -> None:
@@ -181,7 +182,7 @@ def run_sparsify(args, batches, eval_x, recon_path):
 
 def run_saelens(args, batches, eval_x, recon_path):
     import sae_lens
-    from sae_lens import SAETrainer  # noqa: F401  (fail early if the API moved)
+    from sae_lens import SAETrainer
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 

@@ -5,5 +5,14 @@ from sae.audit.report import AuditReport, audit
 from sae.audit.signal import FailureSignal, FailureSignalError
 from sae.audit.slices import AuditConfig, Slice
 
-__all__ = ["concept_enrichment", "newcombe", "wilson", "AuditReport", "audit", "FailureSignal", "FailureSignalError",
-           "AuditConfig", "Slice"]
+__all__ = [
+           "AuditConfig",
+           "AuditReport",
+           "FailureSignal",
+           "FailureSignalError",
+           "Slice",
+           "audit",
+           "concept_enrichment",
+           "newcombe",
+           "wilson",
+]

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sae._io import atomic_path
+
 
 def concept_map(index, codes, *, sample: int = 20_000, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
                 cache_dir: str | Path | None = None, key: str = "", block: int = 50_000) -> pd.DataFrame:
@@ -16,7 +18,7 @@ def concept_map(index, codes, *, sample: int = 20_000, seed: int = 0, n_neighbor
 
     The result is cached under ``cache_dir`` by ``key`` (e.g. the store fingerprint and SAE name) and
     the settings, so widgets and figures reopen it instantly. ``block``: rows per UMAP transform call
-    (``sae.distributed.concept_map_dask`` transforms the same blocks in parallel).
+    (``sae.audit.dask.concept_map_dask`` transforms the same blocks in parallel).
     """
     path = map_cache_path(index, cache_dir, key=key, sample=sample, seed=seed, n_neighbors=n_neighbors, min_dist=min_dist)
     if path is not None and path.exists():
@@ -64,7 +66,5 @@ def transform_blocks(n: int, fit_rows: np.ndarray, block: int = TRANSFORM_BLOCK)
 
 
 def _write_cache(out: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    out.to_parquet(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        out.to_parquet(tmp)

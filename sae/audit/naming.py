@@ -7,8 +7,8 @@ text and are fenced as data.
 
 from __future__ import annotations
 
-from sae.interpret.llm import LLMClient, LLMRequest
 from sae.interpret.prompts import fence
+from sae.llm import LLMClient, LLMRequest
 
 SLICE_VERSION = "slice-name-v1"
 SLICE_SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "minLength": 1}, "summary": {"type": "string"}},
@@ -25,8 +25,8 @@ SLICE_SYSTEM = (
 def slice_request(s, base_rate: float) -> LLMRequest:
     st = s.stats
     lines = [f"shows: {lab}" for lab in s.labels] + [f"lacks: {lab}" for lab in s.negated_labels]
-    facts = (f"held-out failure rate {st.get('holdout_failure_rate', float('nan')):.0%} vs {base_rate:.0%} overall; "
-             f"{st.get('holdout_members', 0)} held-out members; offline name: {s.name}")
+    facts = (f"held-out failure rate {st.holdout_failure_rate:.0%} vs {base_rate:.0%} overall; "
+             f"{st.holdout_members} held-out members; offline name: {s.name}")
     messages = [{"role": "system", "content": SLICE_SYSTEM},
                 {"role": "user", "content": f"Slice concepts:\n{fence(chr(10).join(lines))}\nStatistics: {facts}"}]
     return LLMRequest(s.id, messages, SLICE_SCHEMA, SLICE_VERSION)
@@ -40,8 +40,8 @@ def name_slices(report, client: LLMClient) -> list[str]:
     for res in results:
         s = by_id[res.key]
         if res.ok:
-            s.stats["llm_name"], s.stats["llm_summary"] = str(res.data["name"]).strip(), str(res.data["summary"]).strip()
+            s.stats.llm_name, s.stats.llm_summary = str(res.answer["name"]).strip(), str(res.answer["summary"]).strip()
         else:
-            s.stats["llm_name"], s.stats["llm_summary"] = "", f"LLM naming failed: {res.error}"
+            s.stats.llm_name, s.stats.llm_summary = "", f"LLM naming failed: {res.error}"
             errors.append(f"slice {s.id}: {res.error}")
     return errors

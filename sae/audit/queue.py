@@ -33,7 +33,7 @@ def lookalike_queue(index, examples: ExamplePlanner, slices: list[Slice], pool: 
         h = res.hits[["rank", "row", "score"]].copy()
         h.insert(0, "slice", s.id)
         h.insert(1, "slice_name", s.name)
-        h.insert(2, "validated", bool(s.stats.get("validated", False)))
+        h.insert(2, "validated", bool(s.stats.validated))
         h.insert(4, "id", ids[h["row"].to_numpy()])
         frames.append(h)
     cols = ["slice", "slice_name", "validated", "rank", "id", "row", "score"]

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sae._io import building_dir, html_table
 from sae.audit.enrichment import concept_enrichment
 from sae.audit.queue import lookalike_queue
 from sae.audit.signal import FailureSignal
 from sae.audit.slices import AuditConfig, Slice, discover, rule_rows, rule_score, split_rows
 from sae.audit.validate import validate
+from sae.errors import SaeError
+from sae.run import Run
 from sae.search.example import ExamplePlanner
-from sae.search.index import ConceptIndex, html_table
+from sae.search.index import ConceptIndex
 
 
 @dataclass
@@ -31,24 +33,26 @@ class AuditReport:
     slices: list[Slice]
     queue: pd.DataFrame
     info: dict
-    ids: np.ndarray = field(repr=False, default=None)
+    ids: np.ndarray | None = field(repr=False, default=None)
     map: pd.DataFrame | None = None
     path: Path | None = None
     index: ConceptIndex | None = field(repr=False, default=None)
     """The index the audit ran on (slice members are read from it)."""
     run: object | None = field(repr=False, default=None)
+    holdout: np.ndarray | None = field(repr=False, default=None)
+    """Row numbers of the held-out items (slices are validated on them)."""
     """The SAE run audited (set by :func:`audit_run`; the widget view opens it)."""
 
     def slice_table(self) -> pd.DataFrame:
         rows = []
         for s in self.slices:
             st = s.stats
-            rows.append({"slice": s.id, "name": s.name, "validated": st.get("validated", False), "concepts": list(s.concepts), "without": list(s.negated),
-                         "cluster_size": st.get("cluster_size"), "discovery_members": st.get("discovery_members"),
-                         "discovery_failure_rate": st.get("discovery_failure_rate"), "holdout_members": st.get("holdout_members"),
-                         "holdout_failure_rate": st.get("holdout_failure_rate"), "holdout_lift": st.get("holdout_lift"),
-                         "holdout_q": st.get("holdout_q"), "why_not": st.get("why_not", ""),
-                         "llm_name": st.get("llm_name", ""), "llm_summary": st.get("llm_summary", ""),
+            rows.append({"slice": s.id, "name": s.name, "validated": st.validated, "concepts": list(s.concepts), "without": list(s.negated),
+                         "cluster_size": st.cluster_size, "discovery_members": st.discovery_members,
+                         "discovery_failure_rate": st.discovery_failure_rate, "holdout_members": st.holdout_members,
+                         "holdout_failure_rate": st.holdout_failure_rate, "holdout_lift": st.holdout_lift,
+                         "holdout_q": st.holdout_q, "why_not": st.why_not,
+                         "llm_name": st.llm_name, "llm_summary": st.llm_summary,
                          "prototypes": [str(self.ids[r]) for r in s.prototypes] if self.ids is not None else list(s.prototypes)})
         cols = ["slice", "name", "validated", "concepts", "without", "cluster_size", "discovery_members", "discovery_failure_rate",
                 "holdout_members", "holdout_failure_rate", "holdout_lift", "holdout_q", "why_not", "llm_name", "llm_summary", "prototypes"]
@@ -64,10 +68,12 @@ class AuditReport:
         rows = rule_rows(index, s.concepts, negated=s.negated)
         score = rule_score(index, s.concepts, rows)
         order = np.lexsort((rows, -score))
+        if self.ids is None:
+            raise SaeError("this report has no item ids to list members by")
         return pd.DataFrame({"row": rows[order], "id": self.ids[rows[order]], "score": score[order], "failed": self.signal.failed[rows[order]]})
 
     def summary(self) -> str:
-        v = sum(s.stats.get("validated", False) for s in self.slices)
+        v = sum(s.stats.validated for s in self.slices)
         return (f"{self.signal.source}: {int(self.signal.failed.sum()):,} of {len(self.signal.failed):,} items fail "
                 f"({self.signal.rate:.1%}); {int((self.concepts['q'] < self.config.alpha).sum())} concepts enriched (q < {self.config.alpha}); "
                 f"{len(self.slices)} slices, {v} validated on held-out items; {self.info.get('unexplained', 0)} failing discovery items unexplained")
@@ -79,22 +85,20 @@ class AuditReport:
                 f"<h4>Concepts that explain the failures</h4>{html_table(c)}</div>")
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from sae.widgets.display import bundle
-
-        def live():
-            from sae.widgets import FailureExplorer
-
-            return FailureExplorer(self)
+        from sae.display import bundle
 
         usable = self.run is not None and self.map is not None
-        return bundle(self._repr_html_(), f"AuditReport({self.summary()})", live if usable else None)
+        return bundle(self._repr_html_(), f"AuditReport({self.summary()})", "audit_report" if usable else None, self)
 
     def save(self, folder: Path) -> Path:
         """Write the report atomically: concepts.parquet, slices.parquet, queue.csv, map.parquet, report.json."""
         folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with building_dir(folder) as tmp:  # a unique hidden folder, renamed over the old report when complete
+            self._write(tmp)
+        self.path = folder
+        return folder
+
+    def _write(self, tmp: Path) -> None:
         self.concepts.to_parquet(tmp / "concepts.parquet")
         t = self.slice_table()
         t.assign(concepts=t["concepts"].map(json.dumps), without=t["without"].map(json.dumps),
@@ -105,11 +109,6 @@ class AuditReport:
         doc = {"signal": {"source": self.signal.source, "items": int(len(self.signal.failed)), "failed": int(self.signal.failed.sum())},
                "config": asdict(self.config), "info": self.info, "summary": self.summary()}
         (tmp / "report.json").write_text(json.dumps(doc, indent=2, default=float))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-        self.path = folder
-        return folder
 
 
 def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, str], ids: np.ndarray, *,
@@ -117,7 +116,7 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
           with_map: bool = False, map_cache: Path | None = None, map_key: str = "", compute=None) -> AuditReport:
     """Run the whole audit on one SAE's index. ``pool`` (bool per row) is where look-alikes are mined
     (default: the passing items); ``groups`` keeps whole volumes/patients on one side of the split;
-    ``compute`` (a :class:`sae.distributed.DaskConfig`) counts the enrichment and transforms the map
+    ``compute`` (a :class:`sae.compute.DaskConfig`) counts the enrichment and transforms the map
     on a Dask cluster (same results)."""
     from sae.errors import SaeError
 
@@ -127,7 +126,7 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
         raise SaeError(f"the failure signal has {len(failed)} values; the SAE's codes have {index.n_rows} rows")
     disc, hold = split_rows(index.n_rows, groups, cfg.holdout_frac, cfg.seed, cfg.min_groups)
     if compute is not None:
-        from sae.distributed.audit import concept_enrichment_dask
+        from sae.audit.dask import concept_enrichment_dask
 
         concepts = concept_enrichment_dask(codes, failed, labels, compute=compute)
     else:
@@ -135,16 +134,16 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
     exclude = (signal.column.replace("_", " ").lower(),) if signal.column else ()
     slices, info = discover(index, failed, labels, disc, cfg, exclude_terms=exclude)
     validate(index, failed, slices, disc, hold, cfg)
-    slices.sort(key=lambda s: (not s.stats.get("validated", False), -s.stats.get("holdout_failed", 0)))
+    slices.sort(key=lambda s: (not s.stats.validated, -s.stats.holdout_failed))
     for i, s in enumerate(slices):
         s.id = i
     pool = ~failed if pool is None else np.asarray(pool, bool)
     queue = lookalike_queue(index, ExamplePlanner(index, codes, labels), slices, pool, cfg.queue_size, ids)
     info |= {"discovery_rows": int(len(disc)), "holdout_rows": int(len(hold)), "pool_rows": int(pool.sum())}
-    report = AuditReport(signal, cfg, concepts, slices, queue, info, ids=ids, index=index)
+    report = AuditReport(signal, cfg, concepts, slices, queue, info, ids=ids, index=index, holdout=hold)
     if with_map:
         if compute is not None:
-            from sae.distributed.audit import concept_map_dask
+            from sae.audit.dask import concept_map_dask
 
             report.map = concept_map_dask(index, codes, cache_dir=map_cache, key=map_key, compute=compute)
         else:
@@ -154,7 +153,7 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
     return report
 
 
-def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None = None, threshold: float | None = None,
+def audit_run(run: Run, signal: FailureSignal | None = None, *, failure: str | None = None, threshold: float | None = None,
               above: bool = True, probe: str | None = None, labeler: str | None = None, config: AuditConfig = AuditConfig(),
               pool_column: str | None = None, with_map: bool = False, name: str | None = None, save: bool = True,
               llm=None, index: ConceptIndex | None = None, compute=None) -> AuditReport:
@@ -163,20 +162,14 @@ def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None =
     ``index``: the run's ConceptIndex when the caller already built one; ``compute``: a DaskConfig
     for the enrichment counts and the map. The report is saved under
     ``saes/<run>/audits/<name>/``."""
-    from sae.errors import SaeError
-    from sae.interpret import load_labels
-
-    store = run.ws.open_store()
-    run.check_store(store)
-    meta = store.meta()
-    group_key = store.provenance.get("group_key")
+    store, meta, group_key = run.verify().store, run.meta, run.group_key
     groups = meta[group_key].to_numpy() if group_key in meta else None
     if signal is None:
         if failure:
             signal = FailureSignal.from_column(meta, failure, threshold, above)
         elif probe:
             if probe not in meta:
-                raise SaeError(f"unknown probe target {probe!r}; the store has {sorted(c for c in meta if c != 'id')}")
+                raise SaeError(f"unknown probe target {probe!r}; the store has {sorted(c for c in meta.columns if c != 'id')}")
             signal = FailureSignal.probe_errors(store.read_embeddings(), meta[probe], groups=groups)
         else:
             raise SaeError("give a failure signal: a column (--failure quality_fail) or a probe target (--probe orientation)")
@@ -185,9 +178,9 @@ def audit_run(run, signal: FailureSignal | None = None, *, failure: str | None =
         if pool_column not in meta or not pd.api.types.is_bool_dtype(meta[pool_column]):
             raise SaeError(f"--pool-column must name a boolean column (True = may be queued); got {pool_column!r}")
         pool = meta[pool_column].to_numpy(bool)
-    codes = run.codes(store)
-    labels = load_labels(run, labeler, store=store)
-    index = index or ConceptIndex(codes)
+    codes = run.codes
+    labels = run.labels(labeler)
+    index = index or ConceptIndex.of(run)
     folder = run.path / "audits" / (name or signal.column or (f"probe-{probe}" if probe else "signal"))
     report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
                    with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}", compute=compute)

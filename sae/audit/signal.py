@@ -28,7 +28,7 @@ class FailureSignal:
     def rate(self) -> float:
         return float(self.failed.mean())
 
-    def check(self, min_slice_size: int) -> "FailureSignal":
+    def check(self, min_slice_size: int) -> FailureSignal:
         """Refuse signals an audit cannot use, with the reason and what to do."""
         n, k = len(self.failed), int(self.failed.sum())
         if n < 2 * min_slice_size:
@@ -43,7 +43,7 @@ class FailureSignal:
         return self
 
     @classmethod
-    def from_values(cls, values, source: str = "array", threshold: float | None = None, above: bool = True) -> "FailureSignal":
+    def from_values(cls, values, source: str = "array", threshold: float | None = None, above: bool = True) -> FailureSignal:
         """Booleans as they are; numbers through ``threshold`` (failure = value above it, or below with ``above=False``)."""
         arr = np.asarray(values)
         if arr.ndim != 1:
@@ -67,9 +67,9 @@ class FailureSignal:
         return cls(failed, f"{source} {'>' if above else '<'} {threshold:g}", arr)
 
     @classmethod
-    def from_column(cls, meta: pd.DataFrame, column: str, threshold: float | None = None, above: bool = True) -> "FailureSignal":
+    def from_column(cls, meta: pd.DataFrame, column: str, threshold: float | None = None, above: bool = True) -> FailureSignal:
         if column not in meta:
-            raise UnknownColumnError(f"unknown failure column {column!r}; the store has {sorted(c for c in meta if c != 'id')}")
+            raise UnknownColumnError(f"unknown failure column {column!r}; the store has {sorted(c for c in meta.columns if c != 'id')}")
         s = meta[column]
         if s.isna().any():
             bad = np.flatnonzero(s.isna().to_numpy())
@@ -86,7 +86,7 @@ class FailureSignal:
 
     @classmethod
     def probe_errors(cls, embeddings: np.ndarray, target: pd.Series, folds: int = 5, seed: int = 0,
-                     groups: np.ndarray | None = None) -> "FailureSignal":
+                     groups: np.ndarray | None = None) -> FailureSignal:
         """Failures = items a cross-validated logistic-regression probe for ``target`` misclassifies.
 
         Folds are grouped (by volume, patient...) when ``groups`` is given, so no group is both

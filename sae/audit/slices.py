@@ -18,6 +18,7 @@ split (validation), the passing pool (look-alikes), new data. Clusters with the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,62 @@ class AuditConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Members:
+    """A slice's members on one side of the split: how many, how many fail, the failure rate (Wilson 95%)."""
+
+    members: int = 0
+    failed: int = 0
+    failure_rate: float = 0.0
+    rate_low: float = 0.0
+    rate_high: float = 0.0
+
+
+@dataclass
+class SliceStats:
+    """A slice's numbers and verdict, filled by :func:`sae.audit.validate.validate` (and the LLM namer)."""
+
+    discovery: Members = field(default_factory=Members)
+    """Rule members among the discovery items."""
+    holdout: Members = field(default_factory=Members)
+    """Rule members among the held-out items (what the verdict rests on)."""
+    cluster_size: int = 0
+    """Failing discovery items in the cluster the rule was made from."""
+    holdout_lift: float = 0.0
+    """Held-out failure rate of the members / the held-out base rate."""
+    holdout_p: float = 1.0
+    holdout_q: float = 1.0
+    """BH q-value of the held-out excess over all slices."""
+    concepts_not_holding: list[int] = field(default_factory=list)
+    """Defining concepts no longer enriched for failure on the held-out items."""
+    validated: bool = False
+    why_not: str = ""
+    """Why the slice is not validated ("" when it is)."""
+    llm_name: str = ""
+    llm_summary: str = ""
+
+    # flat names, as in slices.parquet and the report table
+    @property
+    def discovery_members(self) -> int:
+        return self.discovery.members
+
+    @property
+    def discovery_failure_rate(self) -> float:
+        return self.discovery.failure_rate
+
+    @property
+    def holdout_members(self) -> int:
+        return self.holdout.members
+
+    @property
+    def holdout_failed(self) -> int:
+        return self.holdout.failed
+
+    @property
+    def holdout_failure_rate(self) -> float:
+        return self.holdout.failure_rate
+
+
 @dataclass
 class Slice:
     """One failure slice: its concept rule, name, members and statistics."""
@@ -55,7 +112,7 @@ class Slice:
     cluster_rows: np.ndarray
     """Failing discovery items in the cluster the slice came from."""
     prototypes: np.ndarray
-    stats: dict = field(default_factory=dict)
+    stats: SliceStats = field(default_factory=SliceStats)
     negated: list[int] = field(default_factory=list)
     """Concepts the slice's items must lack (a spurious cue fails where the true concept is absent)."""
     negated_labels: list[str] = field(default_factory=list)
@@ -75,13 +132,13 @@ def split_rows(n: int, groups: np.ndarray | None, holdout_frac: float, seed: int
     return np.flatnonzero(~hold), np.flatnonzero(hold)
 
 
-def rule_rows(index, concepts: list[int], within: np.ndarray | None = None, negated: list[int] = ()) -> np.ndarray:
+def rule_rows(index, concepts: Sequence[int], within: np.ndarray | None = None, negated: Sequence[int] = ()) -> np.ndarray:
     """Rows where every concept of the rule fires and no negated one does (ascending), optionally within sorted ``within``."""
-    rows = index.feature_rows(concepts[0])
+    rows = index.active_rows(concepts[0])
     for f in concepts[1:]:
-        rows = rows[np.isin(rows, index.feature_rows(f), assume_unique=True)]
+        rows = rows[np.isin(rows, index.active_rows(f), assume_unique=True)]
     for f in negated:
-        rows = rows[~np.isin(rows, index.feature_rows(f), assume_unique=True)]
+        rows = rows[~np.isin(rows, index.active_rows(f), assume_unique=True)]
     return rows if within is None else rows[np.isin(rows, within, assume_unique=True)]
 
 
@@ -241,8 +298,8 @@ def discover(index, failed: np.ndarray, labels: dict[int, str], disc: np.ndarray
     return list(slices.values()), info
 
 
-def describe_members(failed: np.ndarray, m: np.ndarray) -> dict:
+def describe_members(failed: np.ndarray, m: np.ndarray) -> Members:
     """Members, failures and failure rate (with a Wilson interval) of a slice's members ``m``."""
     k = int(failed[m].sum())
     lo, hi = wilson(np.array([k]), np.array([len(m)]))
-    return {"members": int(len(m)), "failed": k, "failure_rate": k / max(len(m), 1), "rate_low": float(lo[0]), "rate_high": float(hi[0])}
+    return Members(int(len(m)), k, k / max(len(m), 1), float(lo[0]), float(hi[0]))

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import hypergeom
 
 from sae.audit.enrichment import concept_enrichment
-from sae.audit.slices import AuditConfig, Slice, describe_members, rule_rows
+from sae.audit.slices import AuditConfig, Slice, SliceStats, describe_members, rule_rows
 from sae.interpret.enrichment import bh_qvalues
 
 
@@ -28,50 +28,48 @@ def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, h
     N, F = len(hold), int(failed[hold].sum())
     held_enr = concept_enrichment(index, failed, None, rows=hold, min_active=1).set_index("feature")
     pvals = []
+    held: dict[int, np.ndarray] = {}
     for s in slices:
-        held_rows = rule_rows(index, s.concepts, hold, s.negated)
+        held[s.id] = held_rows = rule_rows(index, s.concepts, hold, s.negated)
         d = describe_members(failed, rule_rows(index, s.concepts, disc, s.negated))
         h = describe_members(failed, held_rows)
-        p = float(hypergeom.sf(h["failed"] - 1, N, F, h["members"])) if h["members"] and h["failed"] > h["members"] * F / max(N, 1) else 1.0
+        p = float(hypergeom.sf(h.failed - 1, N, F, h.members)) if h.members and h.failed > h.members * F / max(N, 1) else 1.0
         pvals.append(p)
-        weak = [f for f in s.concepts if f not in held_enr.index or held_enr.loc[f, "ci_low"] <= 0]
-        s.stats = {"discovery_" + k: v for k, v in d.items()} | {"holdout_" + k: v for k, v in h.items()} | {
-            "cluster_size": int(len(s.cluster_rows)), "holdout_lift": h["failure_rate"] / max(base, 1e-12),
-            "holdout_p": p, "concepts_not_holding": weak, "_holdout_rows": held_rows}
+        weak = [f for f in s.concepts if f not in held_enr.index or held_enr["ci_low"].loc[f] <= 0]
+        s.stats = SliceStats(discovery=d, holdout=h, cluster_size=int(len(s.cluster_rows)),
+                             holdout_lift=h.failure_rate / max(base, 1e-12), holdout_p=p, concepts_not_holding=weak)
     q = bh_qvalues(np.asarray(pvals))[0]
     for s, qv in zip(slices, q):
         st = s.stats
         reasons = []
-        if st["holdout_members"] < cfg.min_slice_size:
-            reasons.append(f"{st['holdout_members']} held-out members < {cfg.min_slice_size}")
-        if st["holdout_lift"] < cfg.min_lift:
-            reasons.append(f"held-out lift {st['holdout_lift']:.2f} < {cfg.min_lift}")
+        if st.holdout_members < cfg.min_slice_size:
+            reasons.append(f"{st.holdout_members} held-out members < {cfg.min_slice_size}")
+        if st.holdout_lift < cfg.min_lift:
+            reasons.append(f"held-out lift {st.holdout_lift:.2f} < {cfg.min_lift}")
         if qv >= cfg.alpha:
             reasons.append(f"held-out q {qv:.2g} >= {cfg.alpha}")
-        if st["concepts_not_holding"]:
-            reasons.append(f"concepts {st['concepts_not_holding']} not enriched on held-out items")
-        st["holdout_q"] = float(qv)
-        st["validated"] = not reasons
-        st["why_not"] = "; ".join(reasons)
-    _mark_redundant(slices, failed, base, cfg)
+        if st.concepts_not_holding:
+            reasons.append(f"concepts {st.concepts_not_holding} not enriched on held-out items")
+        st.holdout_q = float(qv)
+        st.validated = not reasons
+        st.why_not = "; ".join(reasons)
+    _mark_redundant(slices, held, failed, base, cfg)
 
 
-def _mark_redundant(slices: list[Slice], failed: np.ndarray, base: float, cfg: AuditConfig) -> None:
+def _mark_redundant(slices: list[Slice], held: dict[int, np.ndarray], failed: np.ndarray, base: float, cfg: AuditConfig) -> None:
     """Strongest validated slices first; a later one must still fail more than expected on its held-out
-    members outside every stronger kept slice (it adds failures the stronger slices do not explain)."""
+    members (``held``) outside every stronger kept slice (it adds failures the stronger slices do not explain)."""
     covered = np.zeros(0, np.int64)
     names: list[str] = []
-    for s in sorted((s for s in slices if s.stats["validated"]), key=lambda s: -s.stats["holdout_failed"]):
-        rows = s.stats["_holdout_rows"]
+    for s in sorted((s for s in slices if s.stats.validated), key=lambda s: -s.stats.holdout_failed):
+        rows = held[s.id]
         rest = rows[~np.isin(rows, covered)]
         k = int(failed[rest].sum())
         rate = k / max(len(rest), 1)
         if len(rest) < cfg.min_slice_size // 2 or rate < cfg.min_lift * base:
-            s.stats["validated"] = False
-            s.stats["why_not"] = (f"redundant: outside the stronger slices {names} its {len(rest)} held-out members fail at "
-                                  f"{rate:.0%} (needs {cfg.min_lift * base:.0%})")
+            s.stats.validated = False
+            s.stats.why_not = (f"redundant: outside the stronger slices {names} its {len(rest)} held-out members fail at "
+                               f"{rate:.0%} (needs {cfg.min_lift * base:.0%})")
             continue
         covered = np.union1d(covered, rows)
         names.append(s.name)
-    for s in slices:
-        s.stats.pop("_holdout_rows", None)

@@ -10,9 +10,9 @@ straight into the store, so 1e6 rows need little memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,19 +22,19 @@ from tqdm.auto import tqdm
 from sae.errors import SaeError
 from sae.store import Store
 
-_ADJECTIVES = (
-    "calcified cystic hyperintense hypointense enhancing necrotic haemorrhagic oedematous fibrotic atrophic "
-    "lobulated spiculated nodular diffuse focal bilateral unilateral symmetric asymmetric periventricular "
-    "cortical subcortical juxtacortical infratentorial supratentorial ring-like patchy confluent linear "
-    "punctate mottled homogeneous heterogeneous septated fatty sclerotic lytic vascular ischaemic congenital"
-).split()
-_NOUNS = (
-    "nodule lesion mass cyst infarct haematoma aneurysm stenosis plaque effusion oedema fracture tumour "
-    "abscess calcification granuloma haemangioma meningioma glioma lymphoma metastasis ventricle sulcus "
-    "gyrus cortex thalamus hippocampus cerebellum brainstem pons midbrain corpus-callosum caudate putamen "
-    "insula amygdala fornix falx tentorium sinus orbit skull scalp artefact stripe shadow halo ring blur "
-    "streak grain ghost gradient spot band edge"
-).split()
+_ADJECTIVES = [
+    "calcified", "cystic", "hyperintense", "hypointense", "enhancing", "necrotic", "haemorrhagic", "oedematous", "fibrotic", "atrophic", "lobulated",
+    "spiculated", "nodular", "diffuse", "focal", "bilateral", "unilateral", "symmetric", "asymmetric", "periventricular", "cortical", "subcortical",
+    "juxtacortical", "infratentorial", "supratentorial", "ring-like", "patchy", "confluent", "linear", "punctate", "mottled", "homogeneous",
+    "heterogeneous", "septated", "fatty", "sclerotic", "lytic", "vascular", "ischaemic", "congenital",
+]
+_NOUNS = [
+    "nodule", "lesion", "mass", "cyst", "infarct", "haematoma", "aneurysm", "stenosis", "plaque", "effusion", "oedema", "fracture", "tumour", "abscess",
+    "calcification", "granuloma", "haemangioma", "meningioma", "glioma", "lymphoma", "metastasis", "ventricle", "sulcus", "gyrus", "cortex", "thalamus",
+    "hippocampus", "cerebellum", "brainstem", "pons", "midbrain", "corpus-callosum", "caudate", "putamen", "insula", "amygdala", "fornix", "falx",
+    "tentorium", "sinus", "orbit", "skull", "scalp", "artefact", "stripe", "shadow", "halo", "ring", "blur", "streak", "grain", "ghost", "gradient",
+    "spot", "band", "edge",
+]
 META_COLUMN_NAMES = ("finding", "location", "pattern", "texture", "shape", "margin", "signal", "extent")
 
 
@@ -101,7 +101,7 @@ class PlantedTruth:
     offset: np.ndarray
     codes: sp.csr_matrix
     """(n_rows, n_concepts) true activations."""
-    config: PlantedConfig = field(repr=False, default=None)
+    config: PlantedConfig | None = field(repr=False, default=None)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the truth next to a store (``.npz``), so benchmarks can reload it."""
@@ -262,14 +262,16 @@ def make_planted(
     codes_blocks, member_blocks = [], []
     prov = {"dataset": "planted", "config": _config_dict(cfg), "group_key": "group"}
     enc = {"name": "planted", "dim": cfg.dim}
-    with Store.create(dest, cfg.dim, dtype=cfg.dtype, encoder=enc, provenance=prov, overwrite=overwrite) as store:
-        with tqdm(total=cfg.n_rows, desc="planted rows", unit="rows", disable=not progress) as bar:
-            for start, codes, x, meta, members in _blocks(cfg, parts, block_rows):
-                ids = [f"p{start + i:08d}" for i in range(len(x))]
-                store.append(x, ids, meta)
-                codes_blocks.append(codes)
-                member_blocks.append(members)
-                bar.update(len(x))
+    with (
+        Store.create(dest, cfg.dim, dtype=cfg.dtype, encoder=enc, provenance=prov, overwrite=overwrite) as store,
+        tqdm(total=cfg.n_rows, desc="planted rows", unit="rows", disable=not progress) as bar,
+    ):
+        for start, codes, x, meta, members in _blocks(cfg, parts, block_rows):
+            ids = [f"p{start + i:08d}" for i in range(len(x))]
+            store.append(x, ids, meta)
+            codes_blocks.append(codes)
+            member_blocks.append(members)
+            bar.update(len(x))
     codes = sp.vstack(codes_blocks).tocsr()
     members = np.concatenate(member_blocks)
     for j, s in enumerate(slices):

@@ -10,10 +10,10 @@ from sae.encoders.images import EfficientNetLite0Encoder, load_image, thumbnail,
 from sae.encoders.text import MiniLMEncoder
 
 __all__ = [
-    "Encoder",
-    "TorchModuleEncoder",
     "EfficientNetLite0Encoder",
+    "Encoder",
     "MiniLMEncoder",
+    "TorchModuleEncoder",
     "load_image",
     "thumbnail",
     "to_rgb_uint8",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +20,8 @@ _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as uint8 (H x W or H x W x 3)."""
-    with Image.open(path) as im:
-        im = im.convert("L") if im.mode in ("L", "I", "I;16", "F", "1") else im.convert("RGB")
+    with Image.open(path) as opened:
+        im = opened.convert("L") if opened.mode in ("L", "I", "I;16", "F", "1") else opened.convert("RGB")
         return np.asarray(im)
 
 
@@ -49,7 +50,7 @@ def thumbnail(image: Any, size: int = 64) -> np.ndarray:
     grey = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)
     rgb = to_rgb_uint8(arr)
     im = Image.fromarray(rgb[:, :, 0] if grey else rgb)
-    return np.asarray(im.resize((size, size), Image.BILINEAR))
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
 
 
 class EfficientNetLite0Encoder(Encoder):

@@ -3,11 +3,26 @@
 from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
 from sae.interpret.labelers import Label, Labeler, LLMLabeler, MetadataLabeler
 from sae.interpret.labels import LabelSet, label_run, load_labels
-from sae.interpret.llm import LLMClient, LLMConfig, LLMRequest, LLMResult
 from sae.interpret.scoring import EmbeddingJudge, LabelScorer, LLMJudge, ScoringConfig
+from sae.llm import LLMClient, LLMConfig, LLMRequest, LLMResult
 
 __all__ = [
-    "EvidenceBuilder", "EvidenceConfig", "FeatureEvidence", "Label", "Labeler", "LLMLabeler", "MetadataLabeler",
-    "LabelSet", "label_run", "load_labels", "LLMClient", "LLMConfig", "LLMRequest", "LLMResult",
-    "EmbeddingJudge", "LabelScorer", "LLMJudge", "ScoringConfig",
+    "EmbeddingJudge",
+    "EvidenceBuilder",
+    "EvidenceConfig",
+    "FeatureEvidence",
+    "LLMClient",
+    "LLMConfig",
+    "LLMJudge",
+    "LLMLabeler",
+    "LLMRequest",
+    "LLMResult",
+    "Label",
+    "LabelScorer",
+    "LabelSet",
+    "Labeler",
+    "MetadataLabeler",
+    "ScoringConfig",
+    "label_run",
+    "load_labels",
 ]

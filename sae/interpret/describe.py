@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ class TermTable:
     def phrases(self) -> list[tuple[int, str, str]]:
         """(term index, normalised text, normalised value if the value alone can name the term, else "")."""
         out = []
+        t: Any  # a row of the term table: its fields are the table's columns
         for i, t in enumerate(self.terms.itertuples()):
             value = normalize_label(t.value)
             named_by_value = t.kind == "str" and value not in GENERIC_VALUES and not value.isdigit()

@@ -12,6 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -67,7 +68,7 @@ def read_edits(run_path: Path) -> pd.DataFrame:
         except json.JSONDecodeError:
             import warnings
 
-            warnings.warn(f"{path}: line {n} is not valid JSON (an interrupted write?); it is ignored")
+            warnings.warn(f"{path}: line {n} is not valid JSON (an interrupted write?); it is ignored", stacklevel=2)
     return pd.DataFrame(recs, columns=cols)
 
 
@@ -80,15 +81,24 @@ def apply_edits(frame: pd.DataFrame, edits: pd.DataFrame) -> pd.DataFrame:
         return out
     latest = edits.drop_duplicates("feature", keep="last").set_index("feature")
     pos = pd.Index(out["feature"].astype(int))
+    f: Any  # a feature number, from the edits' index
     for f, e in latest.iterrows():
-        i = pos.get_indexer([int(f)])[0]
+        i = pos.get_indexer(pd.Index([int(f)]))[0]
         if i < 0:
             continue
-        out.iloc[i, out.columns.get_loc("label")] = e["label"]
+        out.iloc[i, _column(out, "label")] = e["label"]
         if e["description"]:
-            out.iloc[i, out.columns.get_loc("description")] = e["description"]
-        out.iloc[i, out.columns.get_loc("edited_by")] = e["author"]
-        out.iloc[i, out.columns.get_loc("edited_at")] = e["time"]
+            out.iloc[i, _column(out, "description")] = e["description"]
+        out.iloc[i, _column(out, "edited_by")] = e["author"]
+        out.iloc[i, _column(out, "edited_at")] = e["time"]
         if "status" in out:
-            out.iloc[i, out.columns.get_loc("status")] = "ok"
+            out.iloc[i, _column(out, "status")] = "ok"
     return out
+
+
+def _column(frame: pd.DataFrame, name: str) -> int:
+    """Position of a column (the label table's column names are unique)."""
+    loc = frame.columns.get_loc(name)
+    if not isinstance(loc, int):
+        raise LabelError(f"the label table has more than one {name!r} column")
+    return loc

@@ -9,16 +9,16 @@ cosine and co-activation) and metadata enrichment with BH-FDR q-values.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from sae.codes import Codes
+from sae.codes import Codes, Postings
 from sae.errors import SaeError
 from sae.interpret.describe import TermTable, build_terms, column_kinds, describe_items, item_terms
 from sae.interpret.enrichment import active_matrix, enrichment_table
@@ -83,7 +83,7 @@ class FeatureEvidence:
 
     def _repr_html_(self) -> str:
         enr = self.enriched().head(5)
-        terms = ", ".join(f"{html.escape(str(t))} (x{l:.1f})" for t, l in zip(enr["text"], enr["lift"])) or "none"
+        terms = ", ".join(f"{html.escape(str(t))} (x{lift:.1f})" for t, lift in zip(enr["text"], enr["lift"])) or "none"
         return (f"<div><b>feature {self.feature}</b>: fires on {self.stats.get('rate', 0):.2%} of items, "
                 f"max {self.stats.get('max', 0):.3g}; enriched: {terms}; "
                 f"{len(self.top)} top items, {len(self.negatives)} hard negatives, siblings "
@@ -118,25 +118,35 @@ class EvidenceBuilder:
     """
 
     def __init__(self, store: Store, codes: Codes, decoder: np.ndarray | None = None, config: EvidenceConfig | None = None,
-                 progress: bool = True):
+                 progress: bool = True, postings: Postings | None = None, meta: pd.DataFrame | None = None,
+                 stats: pd.DataFrame | None = None):
+        """``postings`` / ``meta`` / ``stats``: a run's shared in-memory index, metadata and statistics
+        (read from ``codes`` and ``store`` when not given; :meth:`of` passes a run's)."""
         codes.check_store(store)
         self.store, self.codes, self.cfg = store, codes, config or EvidenceConfig()
         self.progress = progress
         self.group_key = store.provenance.get("group_key")
-        self.meta = store.meta()
+        self.meta = store.meta() if meta is None else meta
         self.groups = self.meta[self.group_key].to_numpy() if self.group_key in self.meta else None
         self.ids = np.asarray(store.ids())
         self.texts = np.asarray(store.texts(np.arange(store.n_rows))) if store.has_text_previews else None
         self.terms: TermTable = build_terms(self.meta, column_kinds(store.columns, self.meta, self.group_key))
-        self.stats = codes.stats()
-        self._fptr, self._frows, self._fvals = codes.feature_index()  # nnz x 12 bytes: read once, not per feature
+        self.stats = codes.stats() if stats is None else stats
+        self.postings = postings if postings is not None else Postings.from_codes(codes)  # read once, not per feature
         # the inverted index is the codes in column-major form: no second read of the row-major copy
-        by_feature = sp.csc_matrix((self._fvals, self._frows, self._fptr), shape=(codes.n_rows, codes.n_latents))
-        self.active = active_matrix(by_feature.tocsr())
+        self.active = active_matrix(self.postings.by_feature_matrix().tocsr())
         self.enrichment = enrichment_table(self.active, self.terms)
         bounds = np.searchsorted(self.enrichment["feature"].to_numpy(), np.arange(codes.n_latents + 1))
         self._enr_bounds = bounds
         self._siblings = self._sibling_table(decoder)
+
+    @classmethod
+    def of(cls, run, config: EvidenceConfig | None = None, progress: bool = True) -> EvidenceBuilder:
+        """The evidence builder of a run over its shared postings, metadata and statistics (built once per
+        run and configuration)."""
+        return run.cached(("evidence", config or EvidenceConfig()),
+                          lambda: cls(run.store, run.codes, run.decoder, config, progress=progress, postings=run.postings,
+                                      meta=run.meta, stats=run.stats))
 
     # -- global tables -------------------------------------------------------------------------
     def _coactivation(self) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -187,12 +197,9 @@ class EvidenceBuilder:
         return df.sort_values("jaccard", ascending=False, kind="stable").reset_index(drop=True)
 
     # -- per feature ---------------------------------------------------------------------------
-    def feature_rows(self, feature: int, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows where ``feature`` fires and its values, strongest first (from the in-memory index)."""
-        f = self.codes._check_feature(feature)
-        a, b = int(self._fptr[f]), int(self._fptr[f + 1])
-        b = min(b, a + int(top)) if top is not None else b
-        return self._frows[a:b], self._fvals[a:b]
+    def top_rows(self, feature: int, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows where ``feature`` fires and its values, strongest first (from the in-memory postings)."""
+        return self.postings.top(feature, top)
 
     def describe(self, rows: np.ndarray) -> list[str]:
         """What a labeler or judge reads about each row: its metadata terms and text preview."""
@@ -208,22 +215,25 @@ class EvidenceBuilder:
 
     def _quantile_sample(self, rows: np.ndarray, vals: np.ndarray, exclude: np.ndarray, rng) -> pd.DataFrame:
         bins = np.array_split(np.arange(len(rows)), self.cfg.n_quantile_bins) if len(rows) else []
-        picks, picked_bins = [], []
+        picks: list[int] = []
+        picked_bins: list[int] = []
         for b, idx in enumerate(bins):
             idx = idx[~np.isin(rows[idx], exclude)]
             take = rng.choice(idx, size=min(self.cfg.per_bin, len(idx)), replace=False) if len(idx) else idx
             picks += list(take)
             picked_bins += [b] * len(take)
-        picks = np.asarray(picks, dtype=np.int64)
-        return self._items(rows[picks], vals[picks], bin=np.asarray(picked_bins, dtype=np.int64))
+        at = np.asarray(picks, dtype=np.int64)
+        return self._items(rows[at], vals[at], bin=np.asarray(picked_bins, dtype=np.int64))
 
     def _hard_negatives(self, f: int, own_rows: np.ndarray, siblings: pd.DataFrame) -> pd.DataFrame:
         cand_rows, cand_vals, cand_sib = [], [], []
         for g in siblings["feature"].head(3):
-            rows, vals = self.feature_rows(int(g), top=max(50, 10 * self.cfg.n_negatives))
+            rows, vals = self.top_rows(int(g), top=max(50, 10 * self.cfg.n_negatives))
             keep = ~np.isin(rows, own_rows)
             scale = max(float(self.stats["max"].iloc[int(g)]), 1e-12)
-            cand_rows.append(rows[keep]), cand_vals.append(vals[keep] / scale), cand_sib.append(np.full(keep.sum(), int(g)))
+            cand_rows.append(rows[keep])
+            cand_vals.append(vals[keep] / scale)
+            cand_sib.append(np.full(keep.sum(), int(g)))
         if not cand_rows:
             return self._items(np.zeros(0, np.int64), np.zeros(0, np.float32), sibling=np.zeros(0, np.int64))
         rows, score, sib = np.concatenate(cand_rows), np.concatenate(cand_vals), np.concatenate(cand_sib)
@@ -238,7 +248,7 @@ class EvidenceBuilder:
     def pack(self, feature: int) -> FeatureEvidence:
         """The evidence pack of one feature."""
         f = self.codes._check_feature(feature)
-        rows, vals = self.feature_rows(f)
+        rows, vals = self.top_rows(f)
         top = _cap_per_group(rows, self.groups, self.cfg.max_per_group, self.cfg.n_top)
         top_rows, top_vals = rows[top], vals[top].astype(np.float32)
         rng = np.random.default_rng([self.cfg.seed, f])

@@ -1,25 +1,25 @@
 """Labelers: turn evidence packs into :class:`Label` records. Two implementations, one interface.
 
 ``MetadataLabeler`` is offline and deterministic: it names a feature by its enriched metadata terms.
-``LLMLabeler`` asks an LLM (through :class:`~sae.interpret.llm.LLMClient`) with a contrastive prompt.
+``LLMLabeler`` asks an LLM (through :class:`~sae.llm.LLMClient`) with a contrastive prompt.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from sae._io import png_data_url
+from sae.errors import SaeError
 from sae.interpret.describe import label_key
 from sae.interpret.evidence import FeatureEvidence
-from sae.interpret.llm import LLMClient, LLMRequest, LLMResult
-from sae.errors import SaeError
 from sae.interpret.prompts import COMPACT_VERSION, LABEL_SCHEMA, LABEL_VERSION, compact_label_messages, label_messages
+from sae.llm import LLMClient, LLMRequest, LLMResult
 
 OK, FAILED, UNEXPLAINED, DEAD = "ok", "failed", "unexplained", "dead"
 
@@ -132,7 +132,7 @@ class MetadataLabeler:
         chosen = {p.feature: self._candidates(p).head(self.max_terms) for p in packs}
         labels = {p.feature: self._make(p, chosen[p.feature]) for p in packs}
         for _ in range(self.max_terms_dedup - self.max_terms):
-            keys = pd.Series({f: label_key(l.label) for f, l in labels.items() if l.status == OK}, dtype=object)
+            keys = pd.Series({f: label_key(lab.label) for f, lab in labels.items() if lab.status == OK}, dtype=object)
             dup = keys[keys.duplicated(keep=False)]
             if dup.empty:
                 break
@@ -146,20 +146,6 @@ class MetadataLabeler:
             for lab in out:
                 on_label(lab)
         return out
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A uint8 thumbnail encoded as PNG."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def png_data_url(image: np.ndarray) -> str:
-    """A uint8 thumbnail as a base64 PNG data URL (what vision models receive)."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
 
 
 def _confidence(value: float) -> float:
@@ -212,7 +198,7 @@ class LLMLabeler:
     def _to_label(self, res: LLMResult) -> Label:
         if not res.ok:
             return Label(int(res.key), "", "", 0.0, (), self.id, FAILED, res.error[:500])
-        d = res.data
+        d = res.answer
         return Label(int(res.key), _clean(d["label"], 80), _clean(d["description"], 600), _confidence(d["confidence"]),
                      tuple(_clean(e, 200) for e in d.get("evidence", [])[:12]), self.id, OK)
 

@@ -14,19 +14,24 @@ import html
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from sae._io import atomic_path, atomic_write_text
 from sae.errors import LabelError, StaleArtifactError
 from sae.interpret.edits import apply_edits, read_edits, record_edit
 from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
 from sae.interpret.labelers import DEAD, FAILED, OK, UNEXPLAINED, Label, Labeler, MetadataLabeler
 from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig
-from sae.models.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from sae.run import Run
+    from sae.store import Store
 
 LABEL_COLUMNS = ["feature", "label", "description", "confidence", "evidence", "labeler", "status", "error"]
 
@@ -87,14 +92,10 @@ class LabelSet:
         return self._ranked().tail(n).iloc[::-1]
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from sae.widgets.display import bundle
+        from sae.display import bundle
 
-        def live():
-            from sae.widgets import FeatureBrowser, Workbench
-
-            return FeatureBrowser(Workbench(self.run, self.labeler))
-
-        return bundle(self._repr_html_(), f"LabelSet({self.labeler}, {len(self.frame)} features)", live if self.run is not None else None)
+        return bundle(self._repr_html_(), f"LabelSet({self.labeler}, {len(self.frame)} features)",
+                      "label_set" if self.run is not None else None, self)
 
     def _repr_html_(self) -> str:
         s = {k: v for k, v in self.summary.items() if not isinstance(v, (dict, list))}
@@ -133,7 +134,7 @@ def sibling_labels(builder: EvidenceBuilder, packs: dict[int, FeatureEvidence]) 
     sibs = {int(g) for p in packs.values() for g in p.siblings["feature"]}
     extra = [builder.pack(g) for g in sorted(sibs - set(packs))]
     labels = MetadataLabeler().label_many(list(packs.values()) + extra, progress=False)
-    return {l.feature: l.label for l in labels if l.status == OK}
+    return {lab.feature: lab.label for lab in labels if lab.status == OK}
 
 
 def _make_judge(judge: str | Judge | None, labeler: Labeler) -> Judge | None:
@@ -163,13 +164,12 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def label_run(run, labeler: Labeler, *, features: Sequence[int] | None = None, builder: EvidenceBuilder | None = None,
+def label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None = None, builder: EvidenceBuilder | None = None,
               evidence: EvidenceConfig | None = None, judge: str | Judge | None = "embedding",
               scoring: ScoringConfig | None = None, progress: bool = True) -> LabelSet:
-    """Label (and score) the features of an :class:`~sae.runs.SAERun`; resumable, see the module docstring."""
-    store = run.ws.open_store()
-    run.check_store(store)
-    builder = builder or EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy(), evidence, progress=progress)
+    """Label (and score) the features of an :class:`~sae.pipeline.Run`; resumable, see the module docstring."""
+    store = run.verify().store
+    builder = builder or EvidenceBuilder.of(run, evidence, progress=progress)
     feats = list(range(builder.codes.n_latents)) if features is None else sorted({builder.codes._check_feature(f) for f in features})
     packs = {p.feature: p for p in builder.packs(feats)}
     if hasattr(labeler, "sibling_labels") and not labeler.sibling_labels:
@@ -195,25 +195,26 @@ def label_run(run, labeler: Labeler, *, features: Sequence[int] | None = None, b
     summary = summarize(frame)
     summary["labeled_now"] = len(todo)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    return _save(run, labeler, frame, summary, store.fingerprint, judge_obj, builder.cfg, scoring, prog)
+    out = _save(run, labeler, frame, summary, store.fingerprint, judge_obj, builder.cfg, scoring, prog)
+    run.refresh("labels")  # the run's cached labels are stale now
+    return out
 
 
 def _save(run, labeler, frame, summary, fingerprint, judge, evidence_cfg, scoring, prog: Path) -> LabelSet:
     path = labels_path(run.path, labeler.id)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
     client = getattr(labeler, "client", None)
     doc = {"labeler": labeler.id, "sae_run": run.name, "store_fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "judge": getattr(judge, "name", None), "evidence_config": asdict(evidence_cfg),
            "scoring_config": asdict(scoring or ScoringConfig()), "llm": client.config.public() if client else None,
            "summary": summary}
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     atomic_write_text(path.with_suffix(".json"), json.dumps(doc, indent=2, default=float))
     prog.unlink(missing_ok=True)
     return LabelSet(frame, summary, labeler.id, path)
 
 
-def load_labels(run, labeler: str | None = None, store=None, edits: bool = True) -> LabelSet:
+def load_labels(run: Run, labeler: str | None = None, store: Store | None = None, edits: bool = True) -> LabelSet:
     """The labels of ``labeler`` (default: the most recently written) for a run, with hand edits applied
     (``edits=False``: the labeler's own); refuses stale ones."""
     files = sorted(Path(run.path).glob("labels-*.parquet"), key=lambda p: p.stat().st_mtime)
@@ -223,7 +224,7 @@ def load_labels(run, labeler: str | None = None, store=None, edits: bool = True)
         raise LabelError(f"no labels{' from ' + labeler if labeler else ''} for {run.name}; run `sae label {run.ws.path}`")
     path = files[-1]
     doc = json.loads(path.with_suffix(".json").read_text())
-    store = store or run.ws.open_store()
+    store = store or run.store
     if doc.get("store_fingerprint") != store.fingerprint:
         raise StaleArtifactError(f"{path.name} was made for another version of the store; re-run `sae label`")
     frame = apply_edits(pd.read_parquet(path), read_edits(run.path)) if edits else pd.read_parquet(path)

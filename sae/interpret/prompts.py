@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -71,7 +71,8 @@ def label_messages(pack, domain: str, sibling_labels: dict[int, str], images: Se
         f"Feature {pack.feature}: fires on {s.get('rate', 0):.2%} of items ({s.get('count', 0)} items), "
         f"max activation {s.get('max', 0):.3g}.\n\nOver-represented metadata terms:\n{fence(enr_lines)}\n\n"
         f"Top activating items:\n{fence(_items_block(pack.top.head(max_items), 'T'))}\n\n"
-        f"Items sampled across activation levels (weakest bins last):\n{fence(_items_block(pack.quantiles.iloc[:: max(1, len(pack.quantiles) // half)].head(half), 'Q'))}\n\n"
+        f"Items sampled across activation levels (weakest bins last):\n"
+        f"{fence(_items_block(pack.quantiles.iloc[:: max(1, len(pack.quantiles) // half)].head(half), 'Q'))}\n\n"
         f"Hard negatives, where related features fire but this one does not:\n{fence(_items_block(pack.negatives.head(half), 'N', False))}\n\n"
         f"Labels of related features (your label must differ):\n{fence(sib)}\n\nAnswer with the JSON object only."
     )

@@ -18,8 +18,9 @@ Judges: :class:`EmbeddingJudge` (offline, MiniLM over the items' metadata descri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,8 @@ import pandas as pd
 from sae.interpret.describe import TermTable, label_key, normalize_label
 from sae.interpret.evidence import EvidenceBuilder, FeatureEvidence
 from sae.interpret.labelers import OK
-from sae.interpret.llm import LLMClient, LLMRequest
 from sae.interpret.prompts import DETECT_SCHEMA, DETECT_VERSION, INTRUDER_SCHEMA, INTRUDER_VERSION, detect_messages, intruder_messages
+from sae.llm import LLMClient, LLMRequest
 
 
 @dataclass(frozen=True)
@@ -141,15 +142,15 @@ class LLMJudge:
         res = self.client.run_one(LLMRequest("detect", detect_messages(label, items), DETECT_SCHEMA, DETECT_VERSION))
         out = np.zeros(len(items))
         if res.ok:
-            picks = [i for i in res.data["matches"] if 0 <= int(i) < len(items)]
+            picks = [i for i in res.answer["matches"] if 0 <= int(i) < len(items)]
             out[picks] = 1.0
         return out
 
     def intruder(self, items: Sequence[str]) -> np.ndarray:
         res = self.client.run_one(LLMRequest("intruder", intruder_messages(items), INTRUDER_SCHEMA, INTRUDER_VERSION))
         out = np.zeros(len(items))
-        if res.ok and 0 <= int(res.data["intruder"]) < len(items):
-            out[int(res.data["intruder"])] = 1.0
+        if res.ok and 0 <= int(res.answer["intruder"]) < len(items):
+            out[int(res.answer["intruder"])] = 1.0
         return out
 
 
@@ -200,7 +201,7 @@ class LabelScorer:
         self.b, self.judge, self.cfg = builder, judge, config or ScoringConfig()
 
     def _samples(self, pack: FeatureEvidence, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, _ = self.b.feature_rows(pack.feature)
+        rows, _ = self.b.top_rows(pack.feature)
         held = rows[~np.isin(rows, pack.shown_rows())]
         m = min(self.cfg.n_detect, len(held))
         pos = held[np.linspace(0, len(held) - 1, m).round().astype(int)] if m else held[:0]
@@ -255,8 +256,9 @@ class LabelScorer:
             texts = [t for p in plans.values() for t in (p["detect"][0] if p["detect"] else [])]
             texts += [t for p in plans.values() for trial, _ in p["intruder"] for t in trial]
             self.judge.prepare(texts, list(ok["label"]))
-        rows = [self.score_one(packs[int(r.feature)], r.label, r.description, plans[int(r.feature)])
-                for r in tqdm(list(ok.itertuples()), desc=f"scoring ({self.judge.name})", disable=not progress)]
+        triples = list(zip(ok["feature"], ok["label"], ok["description"], strict=True))
+        rows = [self.score_one(packs[int(f)], label, description, plans[int(f)])
+                for f, label, description in tqdm(triples, desc=f"scoring ({self.judge.name})", disable=not progress)]
         scores = pd.DataFrame(rows, columns=["feature", "detection", "intruder", "sail_top2", "metadata_agreement", "contradiction"])
         out = labels[["feature"]].merge(scores, on="feature", how="left")
         out["duplicate"] = False

@@ -1,4 +1,8 @@
-"""SAE configuration: one frozen dataclass for every architecture, validated on creation."""
+"""SAE configuration: one frozen dataclass for every architecture, validated on creation.
+
+The architecture name is checked against the registry (:mod:`sae.models.base`); the architecture's
+class adds its own checks (``validate_config``) and says which levels ``config.json`` records.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sae.errors import SaeError
+from sae.models.base import get_architecture
 
-ARCHS = ("topk", "batchtopk", "matryoshka", "relu")
 SCHEMA_VERSION = 1
 
 
@@ -21,10 +25,11 @@ class SAEConfig:
     n_latents: int = 4096
     """Dictionary size."""
     arch: str = "topk"
-    """``topk``: exactly k per row. ``batchtopk``: k per row on average over a batch while training, a
-    learned threshold (true JumpReLU: values below are zeroed, kept values are never shifted) at
-    inference. ``matryoshka``: nested prefix dictionaries, each group with its own batch-top-k, every
-    prefix trained to reconstruct on its own. ``relu``: ReLU + L1 penalty weighted by decoder norms."""
+    """A registered architecture (``sae.models.ARCHS``). ``topk``: exactly k per row. ``batchtopk``: k per
+    row on average over a batch while training, a learned threshold (true JumpReLU: values below are
+    zeroed, kept values are never shifted) at inference. ``matryoshka``: nested prefix dictionaries,
+    each group with its own batch-top-k, every prefix trained to reconstruct on its own. ``relu``:
+    ReLU + L1 penalty weighted by decoder norms."""
     k: int = 32
     """Active latents per row (topk, batchtopk; matryoshka: the sum of ``level_ks``)."""
     level_sizes: tuple[int, ...] = ()
@@ -46,20 +51,12 @@ class SAEConfig:
     """BatchTopK / Matryoshka: a row keeps at most ``row_cap * k`` latents per group while training."""
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise SaeError(f"unknown architecture {self.arch!r}; choose one of {ARCHS}")
+        arch = get_architecture(self.arch)  # SaeError naming the registered architectures
         if self.d_in <= 0 or self.n_latents <= 0:
             raise SaeError(f"d_in and n_latents must be positive, got {self.d_in}, {self.n_latents}")
-        if self.arch != "relu" and not 0 < self.k < self.n_latents:
-            raise SaeError(f"k must satisfy 0 < k < n_latents ({self.n_latents}), got k={self.k}")
         if self.bdec_init not in ("median", "mean", "zero"):
             raise SaeError(f"bdec_init must be median, mean or zero, got {self.bdec_init!r}")
-        if self.arch == "matryoshka":
-            sizes, ks = self.levels()
-            if sum(sizes) != self.n_latents or sum(ks) != self.k or len(sizes) != len(ks):
-                raise SaeError(f"matryoshka level_sizes must sum to n_latents and level_ks to k; got {sizes}, {ks}")
-            if any(kk <= 0 or kk >= s for s, kk in zip(sizes, ks)):
-                raise SaeError(f"each matryoshka level needs 0 < k_i < size_i; got sizes {sizes}, ks {ks}")
+        arch.validate_config(self)
 
     def levels(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Matryoshka group sizes and per-group k (defaults derived from n_latents and k)."""
@@ -73,27 +70,32 @@ class SAEConfig:
 
     @property
     def aux_k_effective(self) -> int:
+        """AuxK's k: ``aux_k``, or d_in // 2 when unset."""
         return self.d_in // 2 if self.aux_k is None else int(self.aux_k)
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``config.json`` document (with the architecture's resolved levels and the schema version)."""
         d = asdict(self)
-        sizes, ks = self.levels() if self.arch == "matryoshka" else ((), ())
+        sizes, ks = get_architecture(self.arch).config_levels(self)
         d["level_sizes"], d["level_ks"] = list(sizes), list(ks)
         return {"schema_version": SCHEMA_VERSION, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SAEConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
+        """Read a ``config.json`` document, ignoring fields this version does not know."""
         version = int(d.get("schema_version", 1))
         if version > SCHEMA_VERSION:
             raise SaeError(f"SAE config has schema_version {version}, newer than this sae-workbench ({SCHEMA_VERSION}); upgrade")
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         kw = {k: v for k, v in d.items() if k in known}
         kw["level_sizes"] = tuple(kw.get("level_sizes", ()))
         kw["level_ks"] = tuple(kw.get("level_ks", ()))
         return cls(**kw)
 
-    def with_(self, **changes) -> "SAEConfig":
+    def with_(self, **changes: Any) -> SAEConfig:
+        """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON."""
         return json.dumps(self.to_dict(), indent=2)

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
+from sae._io import atomic_path, atomic_write_text
 from sae.errors import SaeError
-from sae.models.autoencoder import SparseAutoencoder
+from sae.models.base import SparseAutoencoder
 from sae.models.config import SAEConfig
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary sibling and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def save_sae(model: SparseAutoencoder, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -34,10 +24,8 @@ def save_sae(model: SparseAutoencoder, folder: str | os.PathLike, extra: dict[st
     folder.mkdir(parents=True, exist_ok=True)
     folded = model.folded()
     tensors = {k: v.detach().cpu().contiguous() for k, v in folded.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.")
-    os.close(fd)
-    save_file(tensors, tmp, metadata={"arch": model.cfg.arch})
-    os.replace(tmp, folder / MODEL_FILE)
+    with atomic_path(folder / MODEL_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"arch": model.cfg.arch})
     doc = {**model.cfg.to_dict(), "input_scale": float(model.scale), "scale_folded": True, **(extra or {})}
     atomic_write_text(folder / CONFIG_FILE, json.dumps(doc, indent=2))
     return folder

@@ -9,20 +9,19 @@ fusing the AuxK selection into the same pass and by building the sparse gradient
 
 from __future__ import annotations
 
-from typing import Callable
-
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 Selector = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
 """Maps pre-activations (B x n) to selected latent indices (B x m, int64) and an optional keep mask."""
 
 
 def topk_selector(k: int) -> Selector:
+    """Per-row top-k: each row's ``k`` largest pre-activations (unsorted), no keep mask."""
+
     def select(pre: torch.Tensor) -> tuple[torch.Tensor, None]:
         return pre.topk(k, dim=1, sorted=False).indices, None
 
@@ -53,7 +52,7 @@ class SparseEncode(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w_enc, b_enc, main, aux=None, dead_mask=None):  # noqa: D401
+    def forward(ctx, x, w_enc, b_enc, main, aux=None, dead_mask=None):
         pre = torch.addmm(b_enc, x, w_enc.t())
         idx, keep = main(pre)
         vals = pre.gather(1, idx).to(x.dtype).clamp_min_(0)  # input precision even under bf16 autocast
@@ -64,7 +63,9 @@ class SparseEncode(torch.autograd.Function):
             pre.masked_fill_(~dead_mask, float("-inf"))
             aux_idx, _ = aux(pre)
             aux_vals = pre.gather(1, aux_idx).to(x.dtype).clamp_min_(0).nan_to_num_(neginf=0.0)
-        ctx.save_for_backward(x, idx, vals, aux_idx if aux_idx is not None else idx[:, :0], aux_vals if aux_vals is not None else vals[:, :0])
+        saved_aux_idx = aux_idx if aux_idx is not None else idx[:, :0]
+        saved_aux_vals = aux_vals if aux_vals is not None else vals[:, :0]
+        ctx.save_for_backward(x, idx, vals, saved_aux_idx, saved_aux_vals)
         ctx.n_latents = w_enc.shape[0]
         ctx.mark_non_differentiable(idx)
         if aux_idx is None:
@@ -101,7 +102,9 @@ def sparse_outer(g: torch.Tensor, cols: torch.Tensor, x: torch.Tensor, n: int) -
     order = torch.argsort(flat_cols, stable=True)
     crow = torch.zeros(n + 1, dtype=torch.int64, device=g.device)
     crow[1:] = torch.bincount(flat_cols, minlength=n).cumsum(0)
-    gt = torch.sparse_csr_tensor(crow, rows[order], flat_g[order], size=(n, b), check_invariants=False)
+    with warnings.catch_warnings():  # torch warns once per process that CSR support is "beta"; we rely only on CSR @ dense
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        gt = torch.sparse_csr_tensor(crow, rows[order], flat_g[order], size=(n, b), check_invariants=False)
     grad_w = gt @ x
     return grad_w, grad_b
 

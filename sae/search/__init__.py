@@ -10,5 +10,19 @@ from sae.search.planner import EmbeddingPlanner
 from sae.search.searcher import Searcher, filter_mask
 from sae.search.thesaurus import Thesaurus
 
-__all__ = ["ConceptIndex", "SearchResult", "split_query", "Concept", "QueryPlan", "EmbeddingPlanner", "LLMPlanner",
-           "ExamplePlanner", "DenseIndex", "compose", "SAILBaseline", "Searcher", "filter_mask", "Thesaurus"]
+__all__ = [
+           "Concept",
+           "ConceptIndex",
+           "DenseIndex",
+           "EmbeddingPlanner",
+           "ExamplePlanner",
+           "LLMPlanner",
+           "QueryPlan",
+           "SAILBaseline",
+           "SearchResult",
+           "Searcher",
+           "Thesaurus",
+           "compose",
+           "filter_mask",
+           "split_query",
+]

@@ -10,10 +10,17 @@ embedding planner uses, so the comparison isolates the planning and ranking meth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from sae.search.index import ConceptIndex
+
+
+class NearestLabels(Protocol):
+    """What picks the features: the ``n`` labels nearest a query, as (feature, label, cosine)."""
+
+    def nearest(self, phrase: str, n: int = ...) -> list[tuple[int, str, float]]: ...
 
 
 @dataclass
@@ -21,7 +28,7 @@ class SAILBaseline:
     """Three features per query, cosine ranking over their raw activations."""
 
     index: ConceptIndex
-    planner: object
+    planner: NearestLabels
     """An :class:`~sae.search.planner.EmbeddingPlanner` (its ``nearest`` picks the features)."""
     n_features: int = 3
 
@@ -31,7 +38,7 @@ class SAILBaseline:
     def rank(self, query: str, top: int = 100) -> np.ndarray:
         """Rows ranked by cosine(activations on the picked features, ones); items with none of them last."""
         feats = self.features(query)
-        rows = np.unique(np.concatenate([self.index.feature_rows(f) for f in feats]))
+        rows = np.unique(np.concatenate([self.index.active_rows(f) for f in feats]))
         acts = np.stack([self.index.activation_at(f, rows) for f in feats], axis=1)
         cos = acts.sum(1) / (np.linalg.norm(acts, axis=1) * np.sqrt(len(feats)) + 1e-12)
         order = np.lexsort((rows, -cos))[:top]

@@ -9,8 +9,8 @@ it is compared with, item for item.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ class ExamplePlanner:
     top_k: int = 8
     name: str = "example"
 
-    def fingerprint(self, rows: Sequence[int]) -> pd.DataFrame:
+    def fingerprint(self, rows: Sequence[int] | np.ndarray) -> pd.DataFrame:
         """Every feature active on any example: mean presence over the examples and the share they fire on."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
@@ -46,7 +46,7 @@ class ExamplePlanner:
             out["label"] = [self.labels.get(int(f), "") for f in feats]
         return out.sort_values(["presence", "feature"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
-    def plan(self, rows: Sequence[int], top_k: int | None = None, query: str | None = None) -> QueryPlan:
+    def plan(self, rows: Sequence[int] | np.ndarray, top_k: int | None = None, query: str | None = None) -> QueryPlan:
         fp = self.fingerprint(rows).head(top_k or self.top_k)
         top = float(fp["presence"].max())
         concepts = tuple(Concept(int(f), round(float(p) / top, 3), False, (self.labels or {}).get(int(f), ""),
@@ -69,8 +69,7 @@ def compose(example: QueryPlan, text: QueryPlan) -> QueryPlan:
     total = sum(c.weight for c in soft)
     if n_text and total > 0:  # the example counts as much as the text's positive concepts together
         soft = [replace(c, weight=round(c.weight * n_text / total, 4)) for c in soft]
-    soft = tuple(soft)
-    return QueryPlan(text.query, text.concepts + soft, text.filters + example.filters, planner=f"{example.planner}+{text.planner}",
+    return QueryPlan(text.query, text.concepts + tuple(soft), text.filters + example.filters, planner=f"{example.planner}+{text.planner}",
                      notes=text.notes + example.notes)
 
 
@@ -93,10 +92,10 @@ class DenseIndex:
                     raise SaeError("FAISS is not installed: pip install faiss-cpu (or use_faiss=None for NumPy)") from None
 
     @classmethod
-    def from_store(cls, store, use_faiss: bool | None = None) -> "DenseIndex":
+    def from_store(cls, store, use_faiss: bool | None = None) -> DenseIndex:
         return cls(store.read_embeddings(), use_faiss)
 
-    def search(self, rows: Sequence[int], top: int = 10, exclude_examples: bool = True) -> np.ndarray:
+    def search(self, rows: Sequence[int] | np.ndarray, top: int = 10, exclude_examples: bool = True) -> np.ndarray:
         """Rows most similar to the mean of the examples' normalised embeddings."""
         rows = np.asarray(rows, dtype=np.int64)
         q = self.x[rows].mean(0, keepdims=True)

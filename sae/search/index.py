@@ -13,13 +13,15 @@ search falls back to partial matches and says so.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from sae.codes import Codes
+from sae._io import html_table
+from sae.codes import Codes, Postings
 from sae.errors import SaeError
 from sae.search.plan import QueryPlan
 
@@ -29,51 +31,76 @@ COMBINE = ("noisy_or", "max")
 more than one, which separates items that truly show a broad attribute) or the strongest member."""
 
 
+CONCEPT_PREFIX = "concept."
+META_PREFIX = "meta."
+"""Hits columns: ``rank``, ``row``, (``id``), ``score``, one ``concept.<group>`` column per plan group
+(its signed contribution; see :class:`Contribution`) and, from a Searcher, ``meta.<column>`` per
+metadata column: namespaced, so a metadata column named ``score`` or ``rank`` never collides."""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One plan group's signed share of every hit's score (the hits column :attr:`column` holds the values)."""
+
+    group: int
+    """Position of the group in ``plan.groups()``."""
+    feature: int
+    """The group's strongest member (the feature that names it)."""
+    label: str
+    negated: bool
+    alternatives: int = 0
+    """Other members of the OR-group."""
+
+    @property
+    def column(self) -> str:
+        return f"{CONCEPT_PREFIX}{self.group}"
+
+    def display(self) -> str:
+        """``NOT #12 label (+2 OR)``: for tables, legends and bars (made here, at the edge)."""
+        name = f"{'NOT ' if self.negated else ''}#{self.feature} {self.label}".strip()
+        return name + (f" (+{self.alternatives} OR)" if self.alternatives else "")
+
+    def short(self) -> str:
+        """``#12`` or ``NOT #12``: a narrow column header."""
+        return f"{'NOT ' if self.negated else ''}#{self.feature}"
+
+
+def display_columns(hits: pd.DataFrame, contributions: list[Contribution], short: bool = False) -> pd.DataFrame:
+    """The hits with display headers: contributions by name (or short name), metadata without its prefix."""
+    names = {c.column: (c.short() if short else c.display()) for c in contributions}
+    names.update({col: col[len(META_PREFIX):] for col in hits.columns if col.startswith(META_PREFIX)})
+    return hits.rename(columns=names)
+
+
 @dataclass
 class SearchResult:
     """Ranked hits of one plan, with each concept's signed contribution to every hit's score."""
 
     plan: QueryPlan
     hits: pd.DataFrame
+    contributions: list[Contribution] = field(default_factory=list)
+    """The plan groups behind the ``concept.<group>`` columns of :attr:`hits` (they sum to ``score``)."""
     strict: bool = True
     """True when every hit shows every required concept (False: partial matches, see notes)."""
     notes: list[str] = field(default_factory=list)
-    previews: object | None = None
+    previews: Callable[[np.ndarray], list[str]] | None = None
     """Optional ``rows -> list of HTML snippets`` (thumbnails or text) used by ``_repr_html_``."""
     searcher: object | None = field(default=None, repr=False)
     """The :class:`~sae.search.searcher.Searcher` that produced it (the live view re-runs its plan)."""
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from sae.widgets.display import bundle
-
-        def live():
-            from sae.widgets import ConceptSearch, Workbench
-
-            return ConceptSearch(Workbench.of(self.searcher), plan=self.plan)
+        from sae.display import bundle
 
         plain = f"SearchResult({self.plan.query!r}, {len(self.hits)} hits)"
-        return bundle(self._repr_html_(), plain, live if self.searcher is not None else None)
+        return bundle(self._repr_html_(), plain, "search_result" if self.searcher is not None else None, self)
 
     def _repr_html_(self) -> str:
         notes = "".join(f"<div><i>{html.escape(n)}</i></div>" for n in self.notes)
-        table = self.hits.head(20).drop(columns=["row"], errors="ignore")
+        table = display_columns(self.hits.head(20).drop(columns=["row"], errors="ignore"), self.contributions)
         if self.previews is not None and "row" in self.hits:
             table = table.copy()
             table.insert(0, "preview", self.previews(self.hits["row"].head(20).to_numpy()))
         return f"<div>{self.plan._repr_html_()}{notes}{html_table(table, raw=('preview',))}</div>"
-
-
-def html_table(frame: pd.DataFrame, raw: tuple[str, ...] = ()) -> str:
-    """An HTML table with every cell escaped except the ``raw`` columns (HTML we built: <img> data URIs)."""
-    def cell(col: str, v) -> str:
-        if col in raw:
-            return str(v)
-        return html.escape(f"{v:.3f}" if isinstance(v, float) else str(v))
-
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in zip(frame.columns, row)) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return f"<table class='dataframe'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 @dataclass
@@ -83,7 +110,7 @@ class Scored:
     rows: np.ndarray
     score: np.ndarray
     tiebreak: np.ndarray
-    contrib: dict[str, np.ndarray]
+    contrib: dict[Contribution, np.ndarray]
     strict: bool
     notes: list[str]
 
@@ -98,22 +125,29 @@ def presences(codes: Codes, rows: np.ndarray, scale: np.ndarray, dtype=np.float3
 class ConceptIndex:
     """Posting lists (rows sorted by row number) with calibrated presences, per feature."""
 
-    def __init__(self, codes: Codes, quantile: str = "q90", combine: str = "noisy_or"):
+    def __init__(self, codes: Codes, quantile: str = "q90", combine: str = "noisy_or", postings: Postings | None = None,
+                 stats: pd.DataFrame | None = None):
+        """``postings`` / ``stats``: the run's in-memory index and statistics (read from ``codes`` when not given)."""
         if combine not in COMBINE:
             raise SaeError(f"unknown OR-group combination {combine!r}; use one of {COMBINE}")
         self.combine = combine
-        stats = codes.stats()
+        stats = codes.stats() if stats is None else stats
         if quantile not in stats:
             raise SaeError(f"unknown calibration {quantile!r}; the codes have {list(stats.columns)}")
         self.n_rows, self.n_latents = codes.n_rows, codes.n_latents
-        self._ptr, rows, vals = codes.feature_index()
+        self.postings = postings if postings is not None else Postings.from_codes(codes)
+        self._ptr = self.postings.ptr
         scale = stats[quantile].to_numpy(np.float64)
         self.scale = np.where(scale > 0, scale, np.maximum(stats["max"].to_numpy(np.float64), 1e-12))
-        counts = np.diff(self._ptr)
-        # re-sort each posting list by row once, so intersections and lookups are merges
-        order = np.lexsort((rows, np.repeat(np.arange(self.n_latents), counts)))
-        self._rows = rows[order].astype(np.int64)
-        self._ratio = (vals[order] / np.repeat(self.scale, counts)).astype(np.float32)
+        rows, vals = self.postings.by_row()
+        self._rows = rows
+        self._ratio = (vals / np.repeat(self.scale, self.postings.counts)).astype(np.float32)
+
+    @classmethod
+    def of(cls, run, quantile: str = "q90", combine: str = "noisy_or") -> ConceptIndex:
+        """The run's concept index, built once per run from its shared postings (search and audit share it)."""
+        return run.cached(("concept_index", quantile, combine),
+                          lambda: cls(run.codes, quantile, combine, postings=run.postings, stats=run.stats))
 
     def _check(self, feature: int) -> int:
         if not 0 <= int(feature) < self.n_latents:
@@ -126,17 +160,13 @@ class ConceptIndex:
         a, b = self._ptr[f], self._ptr[f + 1]
         return self._rows[a:b], np.minimum(self._ratio[a:b], 1.0)
 
-    def feature_rows(self, feature: int) -> np.ndarray:
+    def active_rows(self, feature: int) -> np.ndarray:
         """Rows (ascending) where one feature fires; a view, no presence computed."""
-        f = self._check(feature)
-        return self._rows[self._ptr[f] : self._ptr[f + 1]]
+        return self.postings.rows(feature)
 
     @property
     def _entry_feature(self) -> np.ndarray:
-        """The feature of every posting entry (built on first use, then kept)."""
-        if getattr(self, "_entry_feature_cache", None) is None:
-            self._entry_feature_cache = np.repeat(np.arange(self.n_latents, dtype=np.int32), np.diff(self._ptr))
-        return self._entry_feature_cache
+        return self.postings.entry_feature
 
     def count_active(self, flag: np.ndarray, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per feature: items where it fires, and how many of them have ``flag`` (bool per row), within ``within`` rows."""
@@ -184,7 +214,7 @@ class ConceptIndex:
         return self.ratio_at(feature, rows) * self.scale[self._check(feature)]
 
     def _union(self, features) -> np.ndarray:
-        return np.unique(np.concatenate([self.feature_rows(f) for f in features] or [np.zeros(0, np.int64)]))
+        return np.unique(np.concatenate([self.active_rows(f) for f in features] or [np.zeros(0, np.int64)]))
 
     def _intersection(self, groups) -> np.ndarray:
         sets = sorted((self._union(c.feature for c in g) for g in groups), key=len)
@@ -224,10 +254,10 @@ class ConceptIndex:
         cand, strict, notes = self._candidates(plan, allowed)
         groups = plan.groups()
         wsum = sum(max(c.weight for c in g) for g in groups if not g[0].negated) or 1.0
-        contrib: dict[str, np.ndarray] = {}
+        contrib: dict[Contribution, np.ndarray] = {}
         score = np.zeros(len(cand))
         tiebreak = np.zeros(len(cand))
-        for g in groups:
+        for gi, g in enumerate(groups):
             ratios = np.stack([c.weight * self.ratio_at(c.feature, cand, rows_sorted=True) for c in g])
             pres = np.minimum(ratios, np.array([[c.weight] for c in g]))
             top_w = max(c.weight for c in g)
@@ -235,8 +265,7 @@ class ConceptIndex:
             part = -p if g[0].negated else p / wsum
             if not g[0].negated:
                 tiebreak += ratios.max(0) if self.combine == "max" else ratios.sum(0)
-            name = f"{'NOT ' if g[0].negated else ''}#{g[0].feature} {g[0].label}".strip() + (f" (+{len(g) - 1} OR)" if len(g) > 1 else "")
-            contrib[name] = contrib.get(name, 0) + part
+            contrib[Contribution(gi, int(g[0].feature), g[0].label, bool(g[0].negated), len(g) - 1)] = part
             score += part
         return Scored(cand, score, tiebreak, contrib, strict, notes)
 
@@ -248,8 +277,8 @@ class ConceptIndex:
             keep = np.argpartition(-s.score, 4 * top)[: 4 * top]
         order = keep[np.lexsort((s.rows[keep], -s.tiebreak[keep], -s.score[keep]))][:top]
         hits = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "row": s.rows[order], "score": s.score[order],
-                             **{k: v[order] for k, v in s.contrib.items()}})
-        return SearchResult(plan, hits, s.strict, s.notes)
+                             **{c.column: v[order] for c, v in s.contrib.items()}})
+        return SearchResult(plan, hits, list(s.contrib), s.strict, s.notes)
 
     def rank_groups(self, plan: QueryPlan, group_codes: np.ndarray, group_names: np.ndarray, pool: str = "max",
                     top: int = 20, allowed: np.ndarray | None = None) -> pd.DataFrame:

@@ -9,12 +9,16 @@ shortlisted features, positive weights) and cached by the wrapper, so a repeated
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sae.errors import SaeError
-from sae.interpret.llm import LLMClient, LLMRequest
 from sae.interpret.prompts import fence
+from sae.llm import LLMClient, LLMRequest
 from sae.search.parse import split_query
 from sae.search.plan import Concept, QueryPlan
+
+if TYPE_CHECKING:
+    from sae.search.planner import EmbeddingPlanner
 
 PLAN_VERSION = "plan-v1"
 PLAN_SCHEMA = {
@@ -43,7 +47,7 @@ PLAN_SYSTEM = (
 class LLMPlanner:
     """Plans through an LLM (OpenAI or any compatible server) over an embedding-planner shortlist."""
 
-    embedding: object
+    embedding: EmbeddingPlanner
     """An :class:`~sae.search.planner.EmbeddingPlanner` (labels and the shortlist)."""
     client: LLMClient
     candidates: int = 40
@@ -72,8 +76,9 @@ class LLMPlanner:
         res = self.client.run_one(req)
         if not res.ok:
             raise SaeError(f"the LLM planner failed for {query!r}: {res.error}; the offline planner (--planner embedding) needs no LLM")
-        concepts, notes = [], []
-        for c in res.data.get("concepts", []):
+        concepts: list[Concept] = []
+        notes: list[str] = []
+        for c in res.answer.get("concepts", []):
             f = int(c["feature"])
             if f not in allowed:
                 notes.append(f"the LLM named feature {f}, which is not among the shortlisted labels: ignored")
@@ -83,7 +88,7 @@ class LLMPlanner:
             weight = float(c.get("weight", 1.0) or 1.0)
             weight = min(max(weight, 0.1), 5.0)
             concepts.append(Concept(f, weight, bool(c["negated"]), allowed[f], str(c.get("phrase", "")), float("nan")))
-        notes += [f"the LLM found no concept for {p!r}" for p in res.data.get("unmatched", []) if str(p).strip()]
+        notes += [f"the LLM found no concept for {p!r}" for p in res.answer.get("unmatched", []) if str(p).strip()]
         if not concepts:
             raise SaeError(f"the LLM matched no labeled feature to {query!r}" + (": " + "; ".join(notes) if notes else ""))
         grouped = _group_by_phrase(concepts)

@@ -33,9 +33,7 @@ def split_query(text: str) -> list[tuple[str, bool]]:
         marker = (m.group(1) or m.group(2)).lower()
         if marker in NEGATORS:
             negated, just_negated = True, True
-        elif marker in POSITIVE and not just_negated:
-            negated = False
-        elif marker == "and" and (prev == "," and not phrase or gap.rstrip().endswith(",")):
+        elif (marker in POSITIVE and not just_negated) or (marker == "and" and ((prev == "," and not phrase) or gap.rstrip().endswith(","))):
             negated = False
         prev, pos = marker, m.end()
     tail = text[pos:].strip(" ,;")

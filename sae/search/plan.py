@@ -76,7 +76,7 @@ class QueryPlan:
                 return i
         raise SaeError(f"feature {feature} is not in the plan; it has {[c.feature for c in self.concepts]}")
 
-    def add(self, feature: int, weight: float = 1.0, negated: bool = False, label: str = "", required: bool = True) -> "QueryPlan":
+    def add(self, feature: int, weight: float = 1.0, negated: bool = False, label: str = "", required: bool = True) -> QueryPlan:
         if any(c.feature == int(feature) for c in self.concepts):
             raise SaeError(f"feature {feature} is already in the plan; use reweight() or negate()")
         if not weight > 0:
@@ -84,24 +84,24 @@ class QueryPlan:
         new = Concept(int(feature), float(weight), negated, label, required=required)
         return replace(self, concepts=self.concepts + (new,), planner=self._edited())
 
-    def drop(self, feature: int) -> "QueryPlan":
+    def drop(self, feature: int) -> QueryPlan:
         i = self._find(feature)
         return replace(self, concepts=self.concepts[:i] + self.concepts[i + 1 :], planner=self._edited())
 
-    def reweight(self, feature: int, weight: float) -> "QueryPlan":
+    def reweight(self, feature: int, weight: float) -> QueryPlan:
         if not weight > 0:
             raise SaeError("weights must be positive; use negate() to exclude a concept or drop() to remove it")
         i = self._find(feature)
         new = replace(self.concepts[i], weight=float(weight))
         return replace(self, concepts=self.concepts[:i] + (new,) + self.concepts[i + 1 :], planner=self._edited())
 
-    def negate(self, feature: int) -> "QueryPlan":
+    def negate(self, feature: int) -> QueryPlan:
         """Flip a concept between required and excluded."""
         i = self._find(feature)
         new = replace(self.concepts[i], negated=not self.concepts[i].negated)
         return replace(self, concepts=self.concepts[:i] + (new,) + self.concepts[i + 1 :], planner=self._edited())
 
-    def where(self, column: str, op: str, value: Any) -> "QueryPlan":
+    def where(self, column: str, op: str, value: Any) -> QueryPlan:
         """Add a metadata filter, e.g. ``where("orientation", "==", "axial")``."""
         return replace(self, filters=self.filters + ((column, op, value),), planner=self._edited())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -19,13 +20,25 @@ from sae.search.plan import Concept, QueryPlan
 from sae.search.thesaurus import Thesaurus
 
 
+class TextEncoder(Protocol):
+    """What the planner embeds text with (any :class:`~sae.encoders.Encoder` of text qualifies)."""
+
+    def encode(self, items: list[str], *, progress: bool = ...) -> np.ndarray: ...
+
+
+class Rewriter(Protocol):
+    """What rewrites a phrase before matching (a :class:`~sae.search.thesaurus.Thesaurus`)."""
+
+    def rewrite(self, phrase: str) -> str: ...
+
+
 @dataclass
 class EmbeddingPlanner:
     """Matches query phrases to feature labels in a sentence-embedding space."""
 
     labels: dict[int, str]
     """feature -> label (e.g. ``LabelSet.mapping()``)."""
-    encoder: object | None = None
+    encoder: TextEncoder | None = None
     """Anything with ``encode(list[str]) -> array``; default MiniLM (offline)."""
     min_match: float = 0.45
     """Cosine below which a phrase is reported as unmatched instead of guessed."""
@@ -36,7 +49,7 @@ class EmbeddingPlanner:
     part_discount: float = 0.97
     """Labels are matched whole and part by part (split at commas and semicolons); a part's match is
     discounted by this factor per position, since labelers put the defining property first."""
-    thesaurus: object | None = "radiology"
+    thesaurus: Rewriter | str | None = "radiology"
     """Synonym rewriting before matching (see :mod:`sae.search.thesaurus`); None to match as typed."""
     name: str = "embedding-minilm"
     _features: np.ndarray = field(init=False, repr=False)
@@ -47,6 +60,8 @@ class EmbeddingPlanner:
             raise SaeError("the SAE has no labels yet: run `sae label WORKSPACE` (offline) before searching by text")
         if self.thesaurus == "radiology":
             self.thesaurus = Thesaurus()
+        elif isinstance(self.thesaurus, str):
+            raise SaeError(f"unknown thesaurus {self.thesaurus!r}: use 'radiology', a Thesaurus or None")
         if self.encoder is None:
             from sae.encoders import MiniLMEncoder
 
@@ -66,7 +81,7 @@ class EmbeddingPlanner:
     def similarity(self, phrase: str) -> np.ndarray:
         """Match of ``phrase`` with every labeled feature: the best of the whole label and its discounted parts."""
         variants = [phrase]
-        if self.thesaurus is not None and (alt := self.thesaurus.rewrite(phrase)) != phrase:
+        if self.thesaurus is not None and not isinstance(self.thesaurus, str) and (alt := self.thesaurus.rewrite(phrase)) != phrase:
             variants.append(alt)
         q = self._embed(variants)
         sims = (self._emb @ q.T).max(1)
@@ -75,6 +90,7 @@ class EmbeddingPlanner:
         return sims
 
     def _embed(self, texts: list[str]) -> np.ndarray:
+        assert self.encoder is not None, "set in __post_init__"
         e = np.asarray(self.encoder.encode(texts, progress=False), dtype=np.float32)
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sae.errors import SaeError, UnknownColumnError
+from sae.run import Run
 from sae.search.example import DenseIndex, ExamplePlanner, compose, overlap
-from sae.search.index import ConceptIndex, SearchResult
+from sae.search.index import META_PREFIX, ConceptIndex, SearchResult
 from sae.search.plan import QueryPlan
 from sae.search.planner import EmbeddingPlanner
 
-_LIKE = re.compile(r"^\s*(?:(?:more\s+)?like|similar\s+to)\s+(?:this|these|that|those|the\s+example)(?:\s+(?:one|ones|slice|slices|image|images|item|items|scan|scans|study|studies|case|cases))?\s*[,;:]?\s*", re.I)
+_LIKE = re.compile(
+    r"^\s*(?:(?:more\s+)?like|similar\s+to)\s+(?:this|these|that|those|the\s+example)"
+    r"(?:\s+(?:one|ones|slice|slices|image|images|item|items|scan|scans|study|studies|case|cases))?\s*[,;:]?\s*", re.I)
 
 
 def _coerce(series: pd.Series, value: Any) -> Any:
@@ -40,7 +43,7 @@ def filter_mask(meta: pd.DataFrame, filters) -> np.ndarray:
     mask = np.ones(len(meta), bool)
     for col, op, value in filters:
         if col not in meta:
-            raise UnknownColumnError(f"unknown column {col!r} in a filter; the store has {sorted(c for c in meta if c != 'id')}")
+            raise UnknownColumnError(f"unknown column {col!r} in a filter; the store has {sorted(str(c) for c in meta.columns if c != 'id')}")
         s = meta[col]
         if op in ("in", "not in"):
             hit = s.isin([_coerce(s, v) for v in value]).to_numpy()
@@ -70,19 +73,14 @@ class ExampleComparison:
 class Searcher:
     """Text, example items or an edited plan in; ranked items or groups (with their explanations) out."""
 
-    def __init__(self, run, labeler: str | None = None, planner=None):
-        from sae.interpret import load_labels
-
-        self.run = run
-        self.store = run.ws.open_store()
-        run.check_store(self.store)
-        self.codes = run.codes(self.store)
-        self.index = ConceptIndex(self.codes)
-        self.labels = load_labels(run, labeler, store=self.store)
+    def __init__(self, run: Run, labeler: str | None = None, planner=None):
+        self.run = run.verify()
+        self.store, self.codes, self.meta = run.store, run.codes, run.meta
+        self.index = ConceptIndex.of(run)
+        self.labels = run.labels(labeler)
         self.planner = planner or EmbeddingPlanner(self.labels.mapping())
         self.examples = ExamplePlanner(self.index, self.codes, self.labels.mapping())
-        self.meta = self.store.meta()
-        self.group_key = self.store.provenance.get("group_key")
+        self.group_key = run.group_key
         self._dense: DenseIndex | None = None
 
     # -- items ---------------------------------------------------------------------------------
@@ -105,10 +103,15 @@ class Searcher:
             raise SaeError("no example items given")
         return np.asarray(rows, dtype=np.int64)
 
+    def item_columns(self, rows: np.ndarray) -> pd.DataFrame:
+        """``id`` and every metadata column (as ``meta.<column>``) of ``rows``, for result tables."""
+        info = self.meta.iloc[rows].reset_index(drop=True)
+        return info.rename(columns={c: f"{META_PREFIX}{c}" for c in info.columns if c != "id"})
+
     def previews_html(self, rows: np.ndarray) -> list[str]:
         """An <img> (thumbnail) or escaped text snippet per row, for result tables."""
         if self.store.has_image_previews:
-            from sae.interpret.labelers import png_data_url
+            from sae._io import png_data_url
 
             return [f"<img src='{png_data_url(im)}' width='64'>" for im in self.store.previews(rows)]
         if self.store.has_text_previews:
@@ -144,9 +147,7 @@ class Searcher:
             allowed = np.ones(len(self.meta), bool) if allowed is None else allowed.copy()
             allowed[self.rows_of(like)] = False
         res = self.index.search(plan, top=top, allowed=allowed)
-        rows = res.hits["row"].to_numpy()
-        info = self.meta.iloc[rows].reset_index(drop=True)
-        res.hits = pd.concat([res.hits.iloc[:, :3], info, res.hits.iloc[:, 3:]], axis=1)
+        res.hits = pd.concat([res.hits, self.item_columns(res.hits["row"].to_numpy())], axis=1)
         res.previews = self.previews_html
         res.searcher = self
         return res
@@ -174,5 +175,5 @@ class Searcher:
         sparse = self.search(plan, top=top, like=rows).hits
         dense_rows = self.dense().search(rows, top=top)
         dense = pd.concat([pd.DataFrame({"rank": np.arange(1, len(dense_rows) + 1), "row": dense_rows}),
-                           self.meta.iloc[dense_rows].reset_index(drop=True)], axis=1)
+                           self.item_columns(dense_rows)], axis=1)
         return ExampleComparison(plan, sparse, dense, overlap(sparse["row"].to_numpy(), dense_rows))

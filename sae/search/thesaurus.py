@@ -45,6 +45,9 @@ class Thesaurus:
 
     entries: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(RADIOLOGY))
 
+    _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _canon: dict[str, str] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         pairs = sorted(((syn.lower(), canon) for canon, syns in self.entries.items() for syn in syns), key=lambda p: -len(p[0]))
         object.__setattr__(self, "_pattern", re.compile(r"\b(" + "|".join(re.escape(s) for s, _ in pairs) + r")\b", re.I) if pairs else None)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -58,6 +60,7 @@ def ingest_batches(batches: Iterable[RowBatch], dim: int, total: int | None, opt
     """Write batches into a new store (or append to one) atomically; returns the opened store."""
     bar = tqdm(total=total, unit="rows", desc="ingest", disable=not opts.progress)
     written = dropped = 0
+    ctx: AbstractContextManager[Any]
     if opts.append:
         store = Store.open(opts.dest, mode="a")
         ctx = store.transaction()
@@ -93,6 +96,10 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     raise MetadataError(f"metadata table {path} must be .csv, .tsv or .parquet")
 
 
+@overload
+def split_ids(meta: None, id_column: str | None) -> tuple[None, None]: ...
+@overload
+def split_ids(meta: pd.DataFrame, id_column: str | None) -> tuple[list[str] | None, pd.DataFrame]: ...
 def split_ids(meta: pd.DataFrame | None, id_column: str | None) -> tuple[list[str] | None, pd.DataFrame | None]:
     """Take the id column out of a metadata table (explicit name, else a common name, else none)."""
     if meta is None:
@@ -158,9 +165,9 @@ def decode_embedding_column(table: pd.DataFrame, column: str) -> np.ndarray:
     first = values.iloc[0]
     if isinstance(first, (bytes, bytearray, memoryview)):
         dtypes = table[f"{column}_dtype"] if f"{column}_dtype" in table else pd.Series(["float32"] * len(table))
-        shapes = table[f"{column}_shape"] if f"{column}_shape" in table else None
+        shapes = table.get(f"{column}_shape", None)
         rows = []
-        for i, (raw, dt) in enumerate(zip(values, dtypes)):
+        for i, (raw, dt) in enumerate(zip(values, dtypes, strict=True)):
             vec = np.frombuffer(bytes(raw), dtype=np.dtype(str(dt)))
             if shapes is not None and int(np.prod(_parse_shape(shapes.iloc[i]))) != vec.size:
                 raise StoreError(f"row {i}: {column} holds {vec.size} values but {column}_shape says {shapes.iloc[i]}")
@@ -241,7 +248,7 @@ def from_hdf5(
         ids = _h5_strings(f[ids_dataset][:]) if ids_dataset and ids_dataset in f else None
         table = read_table(meta) if isinstance(meta, (str, os.PathLike)) else meta
         if table is None and meta_group and meta_group in f:
-            table = pd.DataFrame({k: _h5_column(f[meta_group][k][:]) for k in f[meta_group].keys()})
+            table = pd.DataFrame({k: _h5_column(f[meta_group][k][:]) for k in f[meta_group]})
         if ids is None:
             ids, table = split_ids(table, None)
 

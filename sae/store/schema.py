@@ -39,7 +39,7 @@ def column_kind(series: pd.Series) -> str:
         return "int"
     if pd.api.types.is_float_dtype(dtype):
         return "float"
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or dtype == object:
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or dtype == np.dtype(object):
         return "str"
     raise MetadataError(
         f"metadata column {series.name!r} has dtype {dtype}, which the store cannot hold; "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,8 @@ class BatchStream:
             ranges = [ranges[i] for i in order]
             return [ranges[i : i + self.shuffle_window] for i in range(0, len(ranges), self.shuffle_window)]
         per_read = max(1, _READ_BYTES // max(1, self.chunk_rows * self._row_bytes()))
-        groups, current = [], []
+        groups: list[list[tuple[int, int]]] = []
+        current: list[tuple[int, int]] = []
         for r in ranges:  # merge neighbouring chunks into one contiguous read
             if current and (len(current) >= per_read or current[-1][1] != r[0]):
                 groups.append(current)
@@ -107,9 +109,11 @@ class BatchStream:
 
     def _blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         groups = self._groups()  # the rng draws happen here, in a fixed order, before any thread starts
+        reads: list[Any]  # chunk groups, with their permutations when shuffling
+        read: Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
         if self.shuffle:  # draw every permutation up front too, so results never depend on thread timing
             reads = [(g, self.rng.permutation(sum(b - a for a, b in g))) for g in groups]
-            read = lambda item: self._read_shuffled(*item)  # noqa: E731
+            read = lambda item: self._read_shuffled(*item)
         else:
             reads, read = groups, self._read_sequential
         if self.prefetch <= 0:
@@ -128,7 +132,7 @@ class BatchStream:
         carry: list[np.ndarray] = []
         n_carry = 0
         for rows, block, order in self._blocks():
-            take = (lambda i, j: (rows[i:j], block[i:j])) if order is None else (lambda i, j: (rows[order[i:j]], block[order[i:j]]))
+            take = _taker(rows, block, order)
             pos = 0
             if n_carry:  # complete the batch left over from the previous block
                 need = bs - n_carry
@@ -153,6 +157,15 @@ class BatchStream:
             yield np.concatenate(carry_rows), self._cast(np.concatenate(carry))
 
 
+def _taker(
+    rows: np.ndarray, block: np.ndarray, order: np.ndarray | None
+) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """``take(i, j)``: the i-th to j-th rows of a block (row numbers and values), in stored order or through ``order``."""
+    if order is None:
+        return lambda i, j: (rows[i:j], block[i:j])
+    return lambda i, j: (rows[order[i:j]], block[order[i:j]])
+
+
 def _bounds(rows: slice | None, n_rows: int) -> tuple[int, int]:
     if rows is None:
         return 0, n_rows
@@ -175,7 +188,7 @@ def _prefetched(read, groups, depth: int) -> Iterator:
                     return
                 out.put(read(g))
             out.put(sentinel)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+        except BaseException as exc:
             out.put(exc)
 
     thread = threading.Thread(target=worker, daemon=True)

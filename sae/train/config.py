@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sae.compute import MEMORY_BUDGET_GB
 from sae.errors import SaeError
 
 
@@ -28,8 +29,9 @@ class TrainConfig:
     """Shuffle rows every epoch (seeded); off, batches follow the store's row order."""
     holdout_frac: float = 0.1
     """The last share of rows is held out for evaluation (whole groups when the store is ordered by group)."""
-    memory_budget_gb: float = 2.0
-    """Training rows are loaded into memory when they fit this budget; otherwise streamed from Zarr."""
+    memory_budget_gb: float = MEMORY_BUDGET_GB
+    """Per-process memory budget of each stage (see :mod:`sae.compute`): training rows are loaded into
+    memory when they fit it, otherwise streamed from Zarr; ``train_run`` passes it on to the encode step."""
     dead_window: int | None = None
     """A latent is dead after this many samples without firing; default one epoch of training rows (max 10M)."""
     checkpoint_every: int = 0
@@ -53,7 +55,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def resolved_lr(self, n_latents: int) -> float:

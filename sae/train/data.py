@@ -8,8 +8,8 @@ sequence of batches, so a resumed run can skip exactly the batches it already co
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ class Split:
     holdout: slice
 
     @classmethod
-    def of(cls, n_rows: int, holdout_frac: float) -> "Split":
+    def of(cls, n_rows: int, holdout_frac: float) -> Split:
         n_hold = int(round(n_rows * holdout_frac))
         if n_rows - n_hold <= 0:
             raise SaeError(f"no training rows left: {n_rows} rows with holdout_frac={holdout_frac}")
@@ -55,9 +55,15 @@ class TrainingData:
     def batches_per_epoch(self) -> int:
         return math.ceil(self.n_rows / self.batch_size)
 
+    def _store(self) -> Store:
+        """The store the streaming path reads (an array source is always held in memory)."""
+        assert isinstance(self.source, Store), "only a store source is streamed"
+        return self.source
+
     def _window(self) -> int:
         """Chunks shuffled together: as many as fit a quarter of the memory budget (1..8), so streaming stays bounded."""
-        chunk_bytes = self.source.chunk_rows * self.source.dim * 4
+        store = self._store()
+        chunk_bytes = store.chunk_rows * store.dim * 4
         return int(max(1, min(8, self.memory_budget_gb * 2**30 / 4 / (chunk_bytes * 3))))
 
     def sample(self, n: int, seed: int) -> np.ndarray:
@@ -67,8 +73,9 @@ class TrainingData:
         if self._x is not None:
             return self._x[torch.from_numpy(take)].numpy()
         rows = take + self.rows.start
-        chunk = self.source.chunk_rows  # one chunk at a time: memory stays at one chunk, not the whole store
-        parts = [self.source.read_embeddings(rows[(rows // chunk) == c]) for c in np.unique(rows // chunk)]
+        store = self._store()
+        chunk = store.chunk_rows  # one chunk at a time: memory stays at one chunk, not the whole store
+        parts = [store.read_embeddings(rows[(rows // chunk) == c]) for c in np.unique(rows // chunk)]
         return np.concatenate(parts)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[torch.Tensor]:
@@ -84,7 +91,7 @@ class TrainingData:
             for b in range(skip, self.batches_per_epoch):
                 yield self._x[perm[b * bs : (b + 1) * bs]]
             return
-        stream = self.source.iter_batches(bs, shuffle=self.shuffle, seed=self.seed, epoch=epoch, rows=self.rows, shuffle_window=self._window())
+        stream = self._store().iter_batches(bs, shuffle=self.shuffle, seed=self.seed, epoch=epoch, rows=self.rows, shuffle_window=self._window())
         for b, batch in enumerate(stream):
             if b >= skip:
                 yield torch.from_numpy(batch)

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sae._io import atomic_path, atomic_write_text
 from sae.errors import DimensionMismatchError, SaeError
 from sae.models import SAEConfig, SparseAutoencoder
-from sae.models.io import atomic_write_text, save_sae
+from sae.models.io import save_sae
 from sae.store import Store
 from sae.train.config import TrainConfig
 from sae.train.data import Split, TrainingData, check_finite
@@ -31,7 +32,7 @@ def geometric_median(x: np.ndarray, iters: int = 50, tol: float = 1e-6) -> np.nd
         dist = np.linalg.norm(x - y, axis=1).clip(min=1e-8)
         w = 1.0 / dist
         y_new = (w[:, None] * x).sum(0) / w.sum()
-        if np.linalg.norm(y_new - y) < tol * max(1.0, np.linalg.norm(y)):
+        if np.linalg.norm(y_new - y) < tol * max(1.0, float(np.linalg.norm(y))):
             return y_new
         y = y_new
     return y
@@ -94,7 +95,7 @@ class Trainer:
         return self._make_data(source, split), split, fingerprint
 
     def _make_data(self, source: Store | np.ndarray, split: Split) -> TrainingData:
-        """The training batches (``sae.distributed.ddp.DistributedTrainer`` gives each rank its share)."""
+        """The training batches (``sae.train.ddp.DistributedTrainer`` gives each rank its share)."""
         return TrainingData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.memory_budget_gb, self.cfg.shuffle)
 
     # ------------------------------------------------------------------ hooks for data-parallel training
@@ -170,7 +171,8 @@ class Trainer:
         step_fn = step_fn or model.forward_train
         bf16 = self.cfg.use_bf16()
         start_step = state.step
-        bar = tqdm(total=total, initial=state.step, desc=f"train {self.sae_cfg.arch} n={self.sae_cfg.n_latents} k={self.sae_cfg.k}", disable=not (self.progress and self.is_main), unit="step")
+        bar = tqdm(total=total, initial=state.step, desc=f"train {self.sae_cfg.arch} n={self.sae_cfg.n_latents} k={self.sae_cfg.k}",
+                   disable=not (self.progress and self.is_main), unit="step")
         t0, window_start = time.perf_counter(), state.samples
         self.step_times_: list[float] = []
         t_step = time.perf_counter()
@@ -215,11 +217,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model, opt, sched, state: TrainState, identity) -> None:
+        assert self.run_dir is not None, "callers save only with a run_dir"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         payload = {"identity": identity, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": state.__dict__}
-        tmp = self.run_dir / f".{CHECKPOINT}.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, self.run_dir / CHECKPOINT)
+        with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+            torch.save(payload, tmp)
 
     def _load_checkpoint(self, model, opt, sched, state: TrainState, identity) -> None:
         path = (self.run_dir or Path(".")) / CHECKPOINT
@@ -235,6 +237,7 @@ class Trainer:
         state.__dict__.update(payload["state"])
 
     def _save_run(self, model, state: TrainState, identity, total: int, data: TrainingData) -> None:
+        assert self.run_dir is not None, "callers save only with a run_dir"
         extra = {"train": identity["train"], "store_fingerprint": identity["store_fingerprint"],
                  "split": {"train_rows": [self.split.train.start, self.split.train.stop], "holdout_rows": [self.split.holdout.start, self.split.holdout.stop]},
                  "steps": total, "in_memory": data.in_memory}

@@ -9,6 +9,7 @@ import numpy as np
 import traitlets
 
 from sae.errors import SaeError
+from sae.search.index import SearchResult
 from sae.search.plan import QueryPlan
 from sae.widgets._base import View, asset
 from sae.widgets.feature_browser import _clean
@@ -25,25 +26,25 @@ class ConceptSearch(View):
     answered_seq = traitlets.Int(0).tag(sync=True)
     """... and of the one the results answer (the view measures keystroke-to-grid latency with them)."""
     top = traitlets.Int(24).tag(sync=True)
-    chips = traitlets.List().tag(sync=True)
-    notes = traitlets.List().tag(sync=True)
+    chips: traitlets.List = traitlets.List().tag(sync=True)
+    notes: traitlets.List = traitlets.List().tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
-    hits = traitlets.List().tag(sync=True)
+    hits: traitlets.List = traitlets.List().tag(sync=True)
     thumbs = traitlets.List(traitlets.Bytes()).tag(sync=True)
     selected_row = traitlets.Int(-1).tag(sync=True)
-    hit_features = traitlets.List().tag(sync=True)
-    latencies = traitlets.List().tag(sync=True)
+    hit_features: traitlets.List = traitlets.List().tag(sync=True)
+    latencies: traitlets.List = traitlets.List().tag(sync=True)
     """Keystroke-to-grid latencies (ms) the view measured, newest last."""
 
     def __init__(self, workbench: Workbench, query: str = "", plan: QueryPlan | None = None, **kwargs):
         super().__init__(**kwargs)
         self.wb = workbench
         self.plan: QueryPlan | None = None
-        self.result = None
+        self.result: SearchResult | None = None
         self.observe(lambda ch: self.guard(self._synced, self.search, ch["new"]), names="query")
         self.observe(lambda ch: self.guard(self._explain, ch["new"]), names="selected_row")
         self.observe(lambda _: self.guard(self._synced, self._run), names="top")
-        workbench.on("add_concept", lambda p: self.guard(self._synced, self.add_concept, p["feature"], p.get("negated", False)))
+        workbench.on("add_concept", self._linked_concept)
         if plan is not None:
             self.set_plan(plan)
         elif query:
@@ -99,10 +100,10 @@ class ConceptSearch(View):
         ms = 1000 * (time.perf_counter() - t0)
         self.result = res
         rows = res.hits["row"].to_numpy()
-        contrib = [c for c in res.hits.columns if c.startswith(("#", "NOT #"))]
         caps = self.wb.captions(rows)
         self.hits = [{"row": int(r), "id": str(i), "score": float(s), "caption": cap,
-                      "concepts": [{"name": c, "value": _clean(res.hits[c].iloc[k])} for c in contrib]}
+                      "concepts": [{"name": c.display(), "feature": c.feature, "negated": c.negated,
+                                    "value": _clean(res.hits[c.column].iloc[k])} for c in res.contributions]}
                      for k, (r, i, s, cap) in enumerate(zip(rows, res.hits["id"], res.hits["score"], caps))]
         self.thumbs = self.wb.thumbnails(rows)
         self.notes = list(self.plan.notes) + list(res.notes)
@@ -123,6 +124,10 @@ class ConceptSearch(View):
                              for f, lab, a, p in feats[["feature", "label", "activation", "presence"]].itertuples(index=False)]
 
     # -- messages from the view ----------------------------------------------------------------
+    def _linked_concept(self, payload: dict) -> None:
+        """``add_concept`` from a linked widget: add the feature (negated when asked) to the plan."""
+        self.guard(self._synced, self.add_concept, payload["feature"], payload.get("negated", False))
+
     def _synced(self, fn, *args) -> None:
         """Send every trait ``fn`` changes in one message, so the view redraws once and consistently."""
         with self.hold_sync():

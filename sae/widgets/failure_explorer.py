@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import traitlets
 
+from sae._io import atomic_path
 from sae.errors import SaeError
+from sae.views import FAILING, PASSING, slice_members, slice_points
 from sae.widgets._base import View, asset
 from sae.widgets.feature_browser import records
 from sae.widgets.workbench import Workbench
 
 MAX_THUMBS = 24
-PASSING, FAILING = "passing", "failing"
 
 
 class AuditPanel(View):
@@ -23,13 +24,13 @@ class AuditPanel(View):
 
     _esm = traitlets.Unicode(asset("common.js", "audit_panel.js")).tag(sync=True)
     summary = traitlets.Unicode("").tag(sync=True)
-    slices = traitlets.List().tag(sync=True)
+    slices: traitlets.List = traitlets.List().tag(sync=True)
     selected_slice = traitlets.Int(-1).tag(sync=True)
     selection = traitlets.Dict().tag(sync=True)
     thumbs = traitlets.List(traitlets.Bytes()).tag(sync=True)
     export_path = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, explorer: "FailureExplorer", **kwargs):
+    def __init__(self, explorer: FailureExplorer, **kwargs):
         super().__init__(**kwargs)
         self.explorer = explorer
 
@@ -52,17 +53,6 @@ class AuditPanel(View):
         self.explorer.wb.emit("add_concept", {"feature": int(msg["feature"])})
 
 
-def point_status(report) -> pd.Series:
-    """Per item: passing, failing, or the validated slice its failure belongs to (strongest slice first)."""
-    failed = report.signal.failed
-    status = np.where(failed, FAILING, PASSING).astype(object)
-    for s in sorted((s for s in report.slices if s.stats.get("validated")), key=lambda s: -s.stats.get("holdout_lift", 0)):
-        rows = report.members(s.id)["row"].to_numpy()
-        rows = rows[failed[rows] & (status[rows] == FAILING)]
-        status[rows] = f"slice {s.id}: {s.name[:40]}"
-    return pd.Series(status, name="status")
-
-
 class FailureExplorer(ipywidgets.VBox):
     """Lasso items on the concept map; see what they share, how often they fail, and export the look-alikes."""
 
@@ -75,7 +65,7 @@ class FailureExplorer(ipywidgets.VBox):
             raise SaeError("give the Workbench of the audited run (the report does not know its run)")
         self.report = report
         self.wb = workbench or Workbench(report.run)
-        self.status = point_status(report)
+        self.status = slice_points(report)
         frame = pd.DataFrame({"x": report.map["x"].to_numpy(), "y": report.map["y"].to_numpy(), "status": self.status.to_numpy(),
                               "id": report.ids})
         cats = [PASSING, FAILING] + sorted(set(self.status) - {PASSING, FAILING})
@@ -106,10 +96,9 @@ class FailureExplorer(ipywidgets.VBox):
 
     def select_slice(self, slice_id: int) -> None:
         """Select a slice's members (its rule applied to every item)."""
-        if not 0 <= slice_id < len(self.report.slices):
-            raise SaeError(f"unknown slice {slice_id}; the audit has slices 0..{len(self.report.slices) - 1}")
+        rows = slice_members(self.report, slice_id)["row"].to_numpy()
         self.panel.selected_slice = slice_id
-        self.select(self.report.members(slice_id)["row"].to_numpy())
+        self.select(rows)
 
     def selected_concepts(self, n: int = 12) -> pd.DataFrame:
         """Concepts enriched in the selection against the other items (Fisher exact, BH q)."""
@@ -133,9 +122,8 @@ class FailureExplorer(ipywidgets.VBox):
             path = Path(base) / "queue-export.csv"
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self.report.queue.to_csv(tmp, index=False)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            self.report.queue.to_csv(tmp, index=False)
         self.panel.export_path = str(path)
         return path
 

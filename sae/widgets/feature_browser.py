@@ -38,7 +38,7 @@ class FeatureBrowser(View):
     max_rate = traitlets.Float(1.0).tag(sync=True)
     sort_by = traitlets.Enum(SORTS, "score").tag(sync=True)
     limit = traitlets.Int(300).tag(sync=True)
-    rows = traitlets.List().tag(sync=True)
+    rows: traitlets.List = traitlets.List().tag(sync=True)
     n_matched = traitlets.Int(0).tag(sync=True)
     selected = traitlets.Int(-1).tag(sync=True)
     card = traitlets.Dict().tag(sync=True)
@@ -83,30 +83,24 @@ class FeatureBrowser(View):
             self.card, self.top_images, self.quantile_images = {}, [], []
             return
         wb = self.wb
-        pack = wb.evidence.pack(int(feature))
+        card = wb.card(int(feature))
         row = self._table.iloc[int(feature)]
-        lab = wb.labels.frame.set_index("feature")
-        info = lab.loc[int(feature)] if int(feature) in lab.index else pd.Series(dtype=object)
-        _, acts = wb.evidence.feature_rows(int(feature))
-        counts, edges = np.histogram(acts, bins=30) if len(acts) else (np.zeros(0), np.zeros(0))
-        enr = pack.enriched().head(8)
-        names = wb.labels.mapping()
-        sib = pack.siblings.head(6).copy()
-        sib["label"] = [names.get(int(f), "") for f in sib["feature"]]
+        counts, edges = card.histogram(30)
+        enr = card.enriched
         self.card = {
-            "feature": int(feature), "label": str(row["label"]), "status": str(row["status"]),
-            "description": str(info.get("description", "") or ""),
-            "scores": {k: _clean(info.get(k)) for k in ("detection", "intruder", "metadata_agreement", "confidence") if k in info},
-            "stats": {k: _clean(v) for k, v in pack.stats.items()},
-            "hist": {"counts": counts.astype(int).tolist(), "edges": edges.astype(float).tolist(), "q90": _clean(pack.stats.get("q90"))},
+            "feature": card.feature, "label": str(row["label"]), "status": str(row["status"]),
+            "description": card.description,
+            "scores": {k: _clean(v) for k, v in card.scores.items()},
+            "stats": {k: _clean(v) for k, v in card.stats.items()},
+            "hist": {"counts": counts.astype(int).tolist(), "edges": edges.astype(float).tolist(), "q90": _clean(card.stats.get("q90"))},
             "enriched": records(enr[["text", "active_frac", "base_frac", "lift", "q"]]) if len(enr) else [],
-            "siblings": records(sib[[c for c in ("feature", "label", "jaccard", "decoder_cos") if c in sib]]),
-            "top": self._items(pack.top.head(12)), "quantiles": self._items(pack.quantiles.head(10)),
-            "edited_by": _clean(info.get("edited_by")), "edited_at": _clean(info.get("edited_at")),
+            "siblings": records(card.siblings[[c for c in ("feature", "label", "jaccard", "decoder_cos") if c in card.siblings]]),
+            "top": self._items(card.top.head(12)), "quantiles": self._items(card.quantiles.head(10)),
+            "edited_by": _clean(card.edited_by), "edited_at": _clean(card.edited_at),
             "images": wb.has_images,
         }
-        self.top_images = wb.thumbnails(pack.top["row"].head(12))
-        self.quantile_images = wb.thumbnails(pack.quantiles["row"].head(10))
+        self.top_images = wb.thumbnails(card.top["row"].head(12))
+        self.quantile_images = wb.thumbnails(card.quantiles["row"].head(10))
 
     def _show_synced(self, feature: int) -> None:
         with self.hold_sync():

@@ -8,9 +8,10 @@ the audit report held here. Events link them: ``feature`` (open a feature's card
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,16 +32,14 @@ class Workbench:
         self._thumb_cache = thumb_cache
 
     @classmethod
-    def open(cls, workspace: str | Path, run: str | None = None, labeler: str | None = None) -> "Workbench":
+    def open(cls, workspace: str | Path, run: str | None = None, labeler: str | None = None) -> Workbench:
         """Open a workspace folder's run (default: the only or most recent one)."""
-        from sae.runs import SAERun
-        from sae.workspace import Workspace
+        from sae.run import Run
 
-        ws = Workspace(Path(workspace))
-        return cls(SAERun.find(ws, run), labeler)
+        return cls(Run.open(Path(workspace), run), labeler)
 
     @classmethod
-    def of(cls, searcher) -> "Workbench":
+    def of(cls, searcher) -> Workbench:
         """The workbench around an existing :class:`~sae.search.searcher.Searcher` (one per searcher)."""
         wb = getattr(searcher, "_workbench", None)
         if wb is None:
@@ -69,7 +68,7 @@ class Workbench:
         """The evidence builder (built on first use: it reads the inverted index into memory)."""
         from sae.interpret.evidence import EvidenceBuilder
 
-        return EvidenceBuilder(self.store, self.searcher.codes, self.run.model.W_dec.detach().numpy(), progress=False)
+        return EvidenceBuilder.of(self.run, progress=False)
 
     # -- events --------------------------------------------------------------------------------
     def on(self, event: str, handler: Callable[[Any], None]) -> None:
@@ -89,7 +88,7 @@ class Workbench:
 
     def thumbnails(self, rows) -> list[bytes]:
         """PNG bytes per row (empty when the store has no image previews); an LRU cache keeps repeats free."""
-        from sae.interpret.labelers import png_bytes
+        from sae._io import png_bytes
 
         rows = [int(r) for r in rows]
         if not self.has_images:
@@ -135,17 +134,16 @@ class Workbench:
 
     # -- features ------------------------------------------------------------------------------
     def feature_table(self) -> pd.DataFrame:
-        """Every feature with its label, score and density (for browsing and filtering)."""
-        stats = self.searcher.codes.stats()
-        lab = self.labels.frame.set_index("feature")
-        out = pd.DataFrame({"feature": np.arange(len(stats)), "rate": stats["rate"].to_numpy(), "count": stats["count"].to_numpy()})
-        out["label"] = lab["label"].reindex(out["feature"]).fillna("").astype(object).to_numpy()
-        out["status"] = lab["status"].reindex(out["feature"]).fillna("unlabeled").astype(object).to_numpy()
-        score = lab["detection"] if "detection" in lab else lab.get("confidence")
-        out["score"] = score.reindex(out["feature"]).to_numpy(float) if score is not None else np.nan
-        edited = lab["edited_by"].reindex(out["feature"]) if "edited_by" in lab else pd.Series([None] * len(out))
-        out["edited"] = edited.notna().to_numpy()
-        return out
+        """Every feature with its label, score and density (see :func:`sae.views.feature_table`)."""
+        from sae.views import feature_table
+
+        return feature_table(self.run.stats, self.labels)
+
+    def card(self, feature: int):
+        """The :class:`~sae.views.FeatureCard` of a feature (what the browser and the figure show)."""
+        from sae.views import feature_card
+
+        return feature_card(self.evidence, self.labels, int(feature))
 
     def __repr__(self) -> str:
         return f"Workbench(run={self.run.name!r}, rows={self.store.n_rows:,}, features={self.searcher.codes.n_latents:,})"

@@ -17,15 +17,17 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import jsonschema
 import pandas as pd
 from tqdm.auto import tqdm
 
+from sae._io import atomic_write_text
 from sae.errors import LLMError, LLMUnreachableError
 
 ENV_MODEL = "SAE_LLM_MODEL"
@@ -64,7 +66,7 @@ class LLMConfig:
     cache_dir: str | None = None
     """Disk cache and ledger folder; default ``~/.cache/sae-workbench/llm``."""
 
-    def resolved(self) -> "LLMConfig":
+    def resolved(self) -> LLMConfig:
         """Fill model and base URL from the environment; refuse a config without a model."""
         model = self.model or os.environ.get(ENV_MODEL)
         if not model:
@@ -101,6 +103,13 @@ class LLMResult:
     output_tokens: int = 0
     seconds: float = 0.0
     raw: str = ""
+
+    @property
+    def answer(self) -> dict:
+        """The parsed answer of a successful call (``data``); an LLMError for a failed one."""
+        if self.data is None:
+            raise LLMError(f"request {self.key!r} has no answer: {self.error or 'it failed'}")
+        return self.data
 
 
 def extract_json(text: str) -> Any:
@@ -183,11 +192,7 @@ class ResponseCache:
             return None  # a torn file from another process: treat as a miss and overwrite
 
     def put(self, key: str, value: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(value))
-        os.replace(tmp, path)
+        atomic_write_text(self._path(key), json.dumps(value))
 
 
 @dataclass
@@ -209,6 +214,7 @@ class LLMClient:
         self._openai = openai
         self._client = openai.OpenAI(api_key=key, base_url=self.config.base_url, timeout=self.config.timeout_s, max_retries=0)
         self._sleep = sleep
+        assert self.config.cache_dir is not None, "resolved() sets it"
         root = Path(self.config.cache_dir)
         self.cache = ResponseCache(root / "cache")
         self.ledger = Ledger(root / "ledger.jsonl")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sae.cli.common import add_dask_args, dask_config
+
 
 def add_audit_parser(sub) -> None:
     p = sub.add_parser("audit", help="explain a failure signal with concepts and validated, named failure slices")
@@ -22,10 +24,8 @@ def add_audit_parser(sub) -> None:
     p.add_argument("--llm-model", help="name and summarise the slices with this LLM too (or SAE_LLM_MODEL)")
     p.add_argument("--base-url", help="OpenAI-compatible server URL for --llm-model (or OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    p.add_argument("--memory-budget-gb", type=float, default=None, help="with --dask: memory for the whole cluster")
-    from sae.cli import _add_dask_args
 
-    _add_dask_args(p)
+    add_dask_args(p)
     p.set_defaults(func=cmd_audit)
 
 
@@ -47,15 +47,13 @@ def print_report(report, n: int = 10) -> None:
 def cmd_audit(args) -> int:
     from sae.audit import AuditConfig
     from sae.audit.report import audit_run
-    from sae.cli import dask_config
-    from sae.runs import SAERun
-    from sae.workspace import Workspace
+    from sae.run import Run, Workspace
 
-    run = SAERun.find(Workspace(args.workspace), args.run)
+    run = Run.find(Workspace(args.workspace), args.run)
     cfg = AuditConfig(alpha=args.alpha, min_slice_size=args.min_slice_size, queue_size=args.queue_size)
     llm = None
     if args.llm_model:
-        from sae.interpret.llm import LLMClient, LLMConfig
+        from sae.llm import LLMClient, LLMConfig
 
         llm = LLMClient(LLMConfig(model=args.llm_model, base_url=args.base_url, api_key_env=args.api_key_env))
     report = audit_run(run, failure=args.failure, threshold=args.threshold, above=not args.below, probe=args.probe,
@@ -83,11 +81,10 @@ def cmd_figures(args) -> int:
     from pathlib import Path
 
     from sae.figures import write_figures
-    from sae.runs import SAERun
-    from sae.workspace import Workspace
+    from sae.run import Run, Workspace
 
     ws = Workspace(args.workspace)
-    run = SAERun.find(ws, args.run)
+    run = Run.find(ws, args.run)
     out = Path(args.out) if args.out else ws.path / "figures"
     files = write_figures(run, out, n_features=args.features, query=args.query, failure=args.failure, formats=args.formats, dpi=args.dpi)
     for f in files:

@@ -1,115 +1,86 @@
-"""SAE runs inside a workspace: train -> encode -> evaluate, each writing into ``saes/<run>/``."""
+"""The run pipeline: train -> encode -> evaluate, each writing into ``saes/<run>/`` of a workspace."""
 
 from __future__ import annotations
 
-import html
 import json
 import time
-from functools import cached_property
-from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sae import evaluate as ev
+from sae._io import atomic_write_text
 from sae.codes import Codes, encode_store
-from sae.errors import SaeError, StaleArtifactError
-from sae.models import SAEConfig, SparseAutoencoder
-from sae.models.io import atomic_write_text, load_sae, read_config
+from sae.compute import MEMORY_BUDGET_GB
+from sae.errors import SaeError
+from sae.models import SAEConfig
+from sae.run import CODES, METRICS, SAES_DIR, Run, Workspace
 from sae.store import Store
 from sae.train import TrainConfig, Trainer
-from sae.workspace import SAES_DIR, Workspace
-
-CODES = "codes.zarr"
-METRICS = "metrics.json"
 
 
 def run_name(sae_cfg: SAEConfig, train_cfg: TrainConfig) -> str:
     return f"{sae_cfg.arch}-n{sae_cfg.n_latents}-k{sae_cfg.k}-s{train_cfg.seed}"
 
 
-class SAERun:
-    """One trained SAE in a workspace: weights, config, codes and metrics."""
-
-    def __init__(self, ws: Workspace, path: Path):
-        self.ws = ws
-        self.path = Path(path)
-
-    @classmethod
-    def find(cls, ws: Workspace, name: str | None = None) -> "SAERun":
-        """The named run, or the most recently trained one."""
-        runs = ws.sae_runs()
-        if not runs:
-            raise SaeError(f"no SAE in {ws.path}; train one with `sae train {ws.path}`")
-        if name is None:
-            return cls(ws, max(runs, key=lambda p: (p / "config.json").stat().st_mtime))
-        match = [p for p in runs if p.name == name]
-        if not match:
-            raise SaeError(f"no SAE run {name!r} in {ws.path}; available: {[p.name for p in runs]}")
-        return cls(ws, match[0])
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @cached_property
-    def config(self) -> dict[str, Any]:
-        return read_config(self.path)
-
-    @cached_property
-    def model(self) -> SparseAutoencoder:
-        model, _ = load_sae(self.path)
-        return model
-
-    def check_store(self, store: Store) -> None:
-        fp = self.config.get("store_fingerprint")
-        if fp and fp != store.fingerprint:
-            raise StaleArtifactError(f"SAE {self.name} was trained on a different version of the store; retrain it")
-        if store.dim != self.model.cfg.d_in:
-            raise SaeError(f"SAE {self.name} expects {self.model.cfg.d_in}-d inputs, the store has {store.dim}-d")
-
-    def codes(self, store: Store | None = None) -> Codes:
-        return Codes.open(self.path / CODES, store=store)
-
-    def holdout(self) -> slice:
-        split = self.config.get("split", {})
-        a, b = split.get("holdout_rows", [0, 0])
-        return slice(int(a), int(b))
-
-    def metrics(self) -> dict[str, Any]:
-        path = self.path / METRICS
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def _repr_html_(self) -> str:
-        m = self.metrics().get("reconstruction", {})
-        return (f"<div><b>SAE run</b> {html.escape(self.name)}: {html.escape(str(self.config.get('arch')))}, "
-                f"n={self.config.get('n_latents')}, k={self.config.get('k')}; held-out R2 {m.get('r2', float('nan')):.3f}, L0 {m.get('l0', float('nan')):.1f}</div>")
-
-
 def train_run(ws: Workspace, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name: str | None = None, resume: bool = False,
-              encode: bool = True, evaluate: bool = True, progress: bool = True, compute=None) -> SAERun:
+              encode: bool = True, evaluate: bool = True, progress: bool = True, compute=None) -> Run:
     """Train on the workspace store, then encode the store and evaluate (each step optional).
 
-    ``compute``: a :class:`sae.distributed.DaskConfig` encodes on a Dask cluster (same codes)."""
+    ``compute``: a :class:`sae.compute.DaskConfig` encodes on a Dask cluster (same codes)."""
     store = ws.open_store()
     folder = ws.path / SAES_DIR / (name or run_name(sae_cfg, train_cfg))
     t0 = time.perf_counter()
     Trainer(sae_cfg, train_cfg, run_dir=folder, progress=progress).fit(store, resume=resume)
-    return finish_run(ws, store, SAERun(ws, folder), {"train": time.perf_counter() - t0}, encode=encode, evaluate=evaluate,
-                      progress=progress, compute=compute)
+    return finish_run(Run(ws, folder, store=store), {"train": time.perf_counter() - t0}, encode=encode, evaluate=evaluate,
+                      progress=progress, compute=compute, memory_budget_gb=train_cfg.memory_budget_gb)
 
 
-def finish_run(ws: Workspace, store: Store, run: SAERun, seconds: dict, *, encode: bool, evaluate: bool, progress: bool,
-               compute=None) -> SAERun:
-    """After training: encode the store into the run's codes and evaluate it (each optional), timing both."""
+def finish_run(run: Run, seconds: dict, *, encode: bool, evaluate: bool, progress: bool, compute=None,
+               memory_budget_gb: float = MEMORY_BUDGET_GB) -> Run:
+    """After training: encode the store into the run's codes (within ``memory_budget_gb``) and evaluate
+    it (each optional), timing both."""
     if encode:
         t1 = time.perf_counter()
-        encode_store(store, run.model, run.path / CODES, sae_id=run.name, progress=progress, compute=compute)
+        encode_run(run, progress=progress, compute=compute, memory_budget_gb=memory_budget_gb)
         seconds["encode"] = time.perf_counter() - t1
     if evaluate:
-        evaluate_run(ws, run, progress=progress, extra={"seconds": seconds})
+        evaluate_run(run, progress=progress, extra={"seconds": seconds})
     return run
+
+
+def encode_run(run: Run, *, batch_size: int = 8192, memory_budget_gb: float = MEMORY_BUDGET_GB, progress: bool = True,
+               compute=None) -> Codes:
+    """Encode the run's store into its ``codes.zarr`` (replacing any old codes) and return them."""
+    encode_store(run.verify().store, run.model, run.path / CODES, sae_id=run.name, batch_size=batch_size, progress=progress,
+                 compute=compute, memory_budget_gb=memory_budget_gb)
+    return run.refresh("codes", "labels").codes
+
+
+def train_run_ddp(ws, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name: str | None = None, resume: bool = False,
+                  encode: bool = True, evaluate: bool = True, progress: bool = True, compute=None):
+    """``sae.pipeline.train_run`` under torchrun: every rank trains, rank 0 encodes (``compute``: on Dask) and evaluates.
+
+    Returns the Run on rank 0 and None on the other ranks.
+    """
+    import torch.distributed as dist
+
+    from sae.train.ddp import DistributedTrainer, process_group
+
+    store = ws.open_store()
+    folder = ws.path / SAES_DIR / (name or run_name(sae_cfg, train_cfg))
+    with process_group(train_cfg.device):
+        t0 = time.perf_counter()
+        DistributedTrainer(sae_cfg, train_cfg, run_dir=folder, progress=progress).fit(store, resume=resume)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        world = dist.get_world_size() if dist.is_initialized() else 1
+    if rank != 0:
+        return None
+    seconds = {"train": time.perf_counter() - t0, "world_size": world}
+    return finish_run(Run(ws, folder, store=store), seconds, memory_budget_gb=train_cfg.memory_budget_gb, encode=encode, evaluate=evaluate,
+                      progress=progress, compute=compute)
 
 
 def default_targets(store: Store, max_values: int = 20, limit: int = 6) -> list[str]:
@@ -127,12 +98,10 @@ def default_targets(store: Store, max_values: int = 20, limit: int = 6) -> list[
     return out[:limit]
 
 
-def evaluate_run(ws: Workspace, run: SAERun, *, targets: Sequence[str] | None = None, probe_ns: Sequence[int] = (1, 3, 10, 50),
+def evaluate_run(run: Run, *, targets: Sequence[str] | None = None, probe_ns: Sequence[int] = (1, 3, 10, 50),
                  max_probe_rows: int = 20000, seed: int = 0, progress: bool = True, extra: dict | None = None) -> pd.DataFrame:
     """Compute every metric that applies, write ``metrics.json`` and return a tidy DataFrame."""
-    store = ws.open_store()
-    run.check_store(store)
-    codes = run.codes(store)
+    store, codes = run.verify().store, run.codes
     holdout = run.holdout()
     if holdout.stop <= holdout.start:
         holdout = slice(0, store.n_rows)
@@ -147,7 +116,7 @@ def evaluate_run(ws: Workspace, run: SAERun, *, targets: Sequence[str] | None = 
     dense = store.read_embeddings(sample)
     sub_codes = codes.rows(sample)
     targets = list(targets) if targets is not None else default_targets(store)
-    probes = []
+    probes: list[dict] = []
     for col in targets:
         labels = store.column(col, rows=sample)
         try:
@@ -159,7 +128,7 @@ def evaluate_run(ws: Workspace, run: SAERun, *, targets: Sequence[str] | None = 
     queries = np.flatnonzero(~is_train)[:200] if (~is_train).any() else np.arange(min(200, len(sample)))
     metrics["fingerprint_fidelity@10"] = ev.fingerprint_fidelity(dense, sub_codes, queries, k=10, top_features=8)
     metrics["monosemanticity"] = _monosemanticity(store, codes, targets, seed)
-    truth = ws.path / "truth.npz"
+    truth = run.ws.path / "truth.npz"
     if truth.exists():
         directions = np.load(truth)["directions"]
         if directions.shape[1] == run.model.cfg.d_in:
@@ -174,8 +143,8 @@ def _monosemanticity(store: Store, codes: Codes, columns: Sequence[str], seed: i
     meta = store.meta(list(columns))
     alive = np.flatnonzero(codes.stats()["count"].to_numpy() >= 5)
     top_rows, active = {}, {}
-    for f in alive:
-        rows, _ = codes.feature_rows(f)
+    for f in alive.tolist():
+        rows, _ = codes.read_feature(f)
         top_rows[f], active[f] = rows[:top], rows
     df = ev.monosemanticity(top_rows, active, meta, columns, seed=seed)
     if df.empty:

@@ -8,7 +8,7 @@ Launch with torchrun; the process group is read from the environment it sets (``
 
 How it matches single-process training:
 
-- every rank draws its slice of the same global batches (:class:`sae.distributed.data.ShardedData`),
+- every rank draws its slice of the same global batches (:class:`sae.train.sharded.ShardedData`),
   so the global batch ``batch_size`` and the seed fix the data, whatever the world size;
 - DDP averages the ranks' gradients; the FVU loss of each rank is divided by its share of the
   *global* batch's variance (one small all-reduce), so the average is the global batch's gradient;
@@ -23,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +32,11 @@ import torch.distributed as dist
 from torch import nn
 
 from sae.models import SAEConfig, SparseAutoencoder
+from sae.models.base import StepOutput
 from sae.store import Store
 from sae.train import TrainConfig, Trainer
 from sae.train.data import Split
-from sae.distributed.data import ShardedData
+from sae.train.sharded import ShardedData
 
 
 def launched_by_torchrun() -> bool:
@@ -69,7 +71,7 @@ class _Step(nn.Module):
     def __init__(self, sae: SparseAutoencoder):
         super().__init__()
         self.sae = sae
-        self.out = None
+        self.out: StepOutput | None = None
 
     def forward(self, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
         self.out = self.sae.forward_train(x, dead)
@@ -120,12 +122,16 @@ class DistributedTrainer(Trainer):
 
         ddp_cls = nn.parallel.DistributedDataParallel
         # buffers (scale, thresholds) are synced at construction, then kept in step by _sync, not by every forward
-        no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp_cls).parameters else {"broadcast_buffers": False}
+        no_buffer_sync: dict[str, Any] = (
+            {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp_cls).parameters else {"broadcast_buffers": False}
+        )
         ddp = ddp_cls(wrapper, device_ids=device_ids, **no_buffer_sync)
 
         def step(x: torch.Tensor, dead: torch.Tensor):
             loss = ddp(x, dead)
-            return dataclasses.replace(wrapper.out, loss=loss)
+            out = wrapper.out
+            assert out is not None, "the forward DDP just ran sets it"
+            return dataclasses.replace(out, loss=loss)
 
         return step
 
@@ -135,7 +141,7 @@ class DistributedTrainer(Trainer):
         mask = torch.zeros(model.cfg.n_latents, dtype=torch.int32, device=out.fired.device)
         mask[out.fired] = 1
         dist.all_reduce(mask, op=dist.ReduceOp.MAX)
-        if model.cfg.arch in ("batchtopk", "matryoshka"):
+        if model.has_batch_thresholds:
             with torch.no_grad():
                 dist.all_reduce(model.threshold)
                 model.threshold /= self.world
@@ -157,27 +163,3 @@ class DistributedTrainer(Trainer):
         if self.world > 1:
             dist.barrier()  # rank 0 has written its checkpoint / run folder
         return model
-
-
-def train_run_ddp(ws, sae_cfg: SAEConfig, train_cfg: TrainConfig, *, name: str | None = None, resume: bool = False,
-                  encode: bool = True, evaluate: bool = True, progress: bool = True, compute=None):
-    """``sae.runs.train_run`` under torchrun: every rank trains, rank 0 encodes (``compute``: on Dask) and evaluates.
-
-    Returns the SAERun on rank 0 and None on the other ranks.
-    """
-    import time
-
-    from sae.runs import SAERun, finish_run, run_name
-    from sae.workspace import SAES_DIR
-
-    store = ws.open_store()
-    folder = ws.path / SAES_DIR / (name or run_name(sae_cfg, train_cfg))
-    with process_group(train_cfg.device):
-        t0 = time.perf_counter()
-        DistributedTrainer(sae_cfg, train_cfg, run_dir=folder, progress=progress).fit(store, resume=resume)
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        world = dist.get_world_size() if dist.is_initialized() else 1
-    if rank != 0:
-        return None
-    seconds = {"train": time.perf_counter() - t0, "world_size": world}
-    return finish_run(ws, store, SAERun(ws, folder), seconds, encode=encode, evaluate=evaluate, progress=progress, compute=compute)

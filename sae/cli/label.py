@@ -70,7 +70,8 @@ def print_labels(labels, n: int = 5) -> None:
           f"{s.get('dead', 0)} dead, {s.get('failed', 0)} failed")
     if "detection" in s:
         print(f"  detection balanced accuracy {s['detection']:.3f} (chance 0.5), intruder {s['intruder']:.3f} (chance 0.2), "
-              f"SAIL's top-2-of-5 {s['sail_top2']:.3f} (chance 0.4), metadata agreement {s['metadata_agreement']:.3f}, duplicate labels {s['duplicate_rate']:.1%}, "
+              f"SAIL's top-2-of-5 {s['sail_top2']:.3f} (chance 0.4), metadata agreement {s['metadata_agreement']:.3f}, "
+              f"duplicate labels {s['duplicate_rate']:.1%}, "
               f"contradictions {s['contradictions']}")
     cols = [c for c in ["feature", "label", "confidence", "detection", "intruder"] if c in labels.frame]
     for title, df in (("best", labels.best(n)), ("worst", labels.worst(n))):
@@ -88,23 +89,22 @@ def cmd_label(args) -> int:
     from sae.interpret import MetadataLabeler, label_run
     from sae.interpret.evidence import EvidenceBuilder
     from sae.interpret.labels import sibling_labels
-    from sae.runs import SAERun
-    from sae.workspace import Workspace
+    from sae.run import Run, Workspace
 
     ws = Workspace(args.workspace)
-    run = SAERun.find(ws, args.run)
-    store = ws.open_store()
-    run.check_store(store)
-    labeler = _llm_labeler(args, store) if args.labeler == "llm" else MetadataLabeler()
+    run = Run.find(ws, args.run)
+    store = run.store
+    llm = _llm_labeler(args, store) if args.labeler == "llm" else None
+    labeler = llm if llm is not None else MetadataLabeler()
     features = parse_features(args.features)
     if args.dry_run:
-        if args.labeler != "llm":
+        if llm is None:
             print("dry run: the metadata labeler is offline and free; nothing to estimate")
             return 0
-        builder = EvidenceBuilder(store, run.codes(store), run.model.W_dec.detach().numpy())
+        builder = EvidenceBuilder.of(run)
         packs = builder.packs(features)
-        labeler.sibling_labels = sibling_labels(builder, {p.feature: p for p in packs})  # the prompts label_run sends
-        print(json.dumps(labeler.client.estimate(labeler.requests(packs)), indent=2))
+        llm.sibling_labels = sibling_labels(builder, {p.feature: p for p in packs})  # the prompts label_run sends
+        print(json.dumps(llm.client.estimate(llm.requests(packs)), indent=2))
         return 0
     labels = label_run(run, labeler, features=features, judge=None if args.judge == "none" else args.judge)
     print_labels(labels)

@@ -7,11 +7,12 @@ workspace and the run options and returns a one-line headline.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from sae.workspace import Workspace
+from sae.run import Workspace
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,16 @@ def stage_store(ws: Workspace, opts: DemoOptions) -> str:
     )
 
 
-DEMO_SAE = {"arch": "topk", "n_latents": 512, "k": 32}
-DEMO_TRAIN = {"batch_size": 256, "epochs": 25}
+DEMO_SAE: dict[str, Any] = {"arch": "topk", "n_latents": 512, "k": 32}
+DEMO_TRAIN: dict[str, Any] = {"batch_size": 256, "epochs": 25}
 DEMO_TARGETS = ("orientation", "artifact", "region", "quality_fail")
 
 
 def stage_train(ws: Workspace, opts: DemoOptions) -> str:
     """Stage 2: a TopK SAE on the demo embeddings, the store encoded into codes.zarr, every metric."""
     from sae.models import SAEConfig
-    from sae.runs import SAERun, evaluate_run, run_name, train_run
+    from sae.pipeline import evaluate_run, run_name, train_run
+    from sae.run import Run
     from sae.train import TrainConfig
 
     store = ws.open_store()
@@ -51,10 +53,10 @@ def stage_train(ws: Workspace, opts: DemoOptions) -> str:
     train_cfg = TrainConfig(**{**DEMO_TRAIN, "epochs": 8 if opts.small else DEMO_TRAIN["epochs"]})
     name = run_name(sae_cfg, train_cfg)
     existing = ws.path / "saes" / name
-    run = SAERun(ws, existing)
+    run = Run(ws, existing)
     if opts.rebuild or not (existing / "metrics.json").exists() or run.config.get("store_fingerprint") != store.fingerprint:
         run = train_run(ws, sae_cfg, train_cfg, name=name, evaluate=False)
-        evaluate_run(ws, run, targets=[t for t in DEMO_TARGETS if t in store.columns])
+        evaluate_run(run, targets=[t for t in DEMO_TARGETS if t in store.columns])
     m = run.metrics()
     rec = m["reconstruction"]
     probes = {p["target"]: p["ratio_to_dense"] for p in m["probes"] if p["probe"] == "sae_top10"}
@@ -65,11 +67,11 @@ def stage_train(ws: Workspace, opts: DemoOptions) -> str:
 
 def stage_label(ws: Workspace, opts: DemoOptions) -> str:
     """Stage 3: every feature labeled offline from its enriched metadata, scored by the MiniLM judge."""
-    from sae.cli_label import print_labels
+    from sae.cli.label import print_labels
     from sae.interpret import MetadataLabeler, label_run
-    from sae.runs import SAERun
+    from sae.run import Run
 
-    labels = label_run(SAERun.find(ws), MetadataLabeler())  # offline labels are always recomputed (not resumed)
+    labels = label_run(Run.find(ws), MetadataLabeler())  # offline labels are always recomputed (not resumed)
     print_labels(labels, n=5)
     s = labels.summary
     return (f"{s['ok']} of {s['features']} features labeled offline ({s['unexplained']} unexplained, {s['dead']} dead); "
@@ -85,12 +87,12 @@ def stage_search(ws: Workspace, opts: DemoOptions) -> str:
     """Stage 4: text queries become plans over the labels; precision against the demo metadata, vs SAIL's method."""
     import numpy as np
 
-    from sae.runs import SAERun
+    from sae.run import Run
     from sae.search.baseline import SAILBaseline
     from sae.search.evaluate import DEMO_VOCABULARY, QueryCase, evaluate_methods, metadata_cases, precision_at, summarize
     from sae.search.searcher import Searcher
 
-    s = Searcher(SAERun.find(ws), "metadata")
+    s = Searcher(Run.find(ws), "metadata")
     truth = {DEMO_QUERIES[0]: QueryCase("", "", (("orientation", "sagittal"), ("artifact", "ghosting"))),
              DEMO_QUERIES[1]: QueryCase("", "", (("orientation", "axial"), ("artifact", "noise")), (("region", "inferior"),)),
              DEMO_QUERIES[2]: QueryCase("", "", (("artifact", "spike"),), (("orientation", "coronal"),)),
@@ -100,13 +102,14 @@ def stage_search(ws: Workspace, opts: DemoOptions) -> str:
         print(f"  {q!r}: P@10 {precision_at(res.hits['row'].to_numpy(), case.relevant(s.meta)):.1f}\n    plan: {res.plan.summary()}")
     row = int(np.flatnonzero((s.meta["artifact"] == "none").to_numpy())[len(s.meta) // 3])
     cmp = s.compare_example(row)
-    print(f"  like row {row} ({', '.join(s.meta.loc[row, ['orientation', 'region']])}): top-10 sparse fingerprint vs dense overlap {cmp.overlap:.0%}")
+    print(f"  like row {row} ({', '.join(s.meta[c].loc[row] for c in ('orientation', 'region'))}): "
+          f"top-10 sparse fingerprint vs dense overlap {cmp.overlap:.0%}")
     cases = metadata_cases(DEMO_VOCABULARY, s.meta)
     methods = {"ours": lambda q: s.search(q, top=100).hits["row"].to_numpy(), "sail": SAILBaseline(s.index, s.planner).rank}
     t = summarize(evaluate_methods(methods, cases, s.meta)).set_index(["method", "kind"])
-    p10 = {k: t.loc[("ours", k), "p10"] for k in ("single", "negation", "pair") if ("ours", k) in t.index}
+    p10 = {k: t["p10"].loc[("ours", k)] for k in ("single", "negation", "pair") if ("ours", k) in t.index}
     return (f"{len(cases)} metadata queries (3 paraphrases each): P@10 " + ", ".join(f"{k} {v:.2f}" for k, v in p10.items())
-            + f"; mAP@100 {t.loc[('ours', 'all'), 'map100']:.2f} vs {t.loc[('sail', 'all'), 'map100']:.2f} for SAIL's 3-feature cosine")
+            + f"; mAP@100 {t['map100'].loc[('ours', 'all')]:.2f} vs {t['map100'].loc[('sail', 'all')]:.2f} for SAIL's 3-feature cosine")
 
 
 ARTIFACTS = ("motion", "ghosting", "spike", "bias_field", "noise", "blur")
@@ -126,7 +129,7 @@ def artifact_agreement(report, meta) -> list[dict]:
             continue
         values, counts = np.unique(art[rows], return_counts=True)
         top = values[np.argmax(counts)]
-        out.append({"slice": s.id, "name": s.name, "validated": bool(s.stats.get("validated")), "artifact": str(top),
+        out.append({"slice": s.id, "name": s.name, "validated": bool(s.stats.validated), "artifact": str(top),
                     "precision": counts.max() / len(rows), "recall": counts.max() / max(int(((art == top) & failed).sum()), 1),
                     "named": str(top).replace("_", " ") in s.name.replace("_", " ")})
     return out
@@ -134,16 +137,15 @@ def artifact_agreement(report, meta) -> list[dict]:
 
 def stage_audit(ws: Workspace, opts: DemoOptions) -> str:
     """Stage 5: which concepts explain quality_fail; failure slices validated on held-out volumes, named by labels."""
-    from sae.audit.report import audit_run
-    from sae.runs import SAERun
-
     from sae.audit import AuditConfig
+    from sae.audit.report import audit_run
+    from sae.run import Run
 
-    run = SAERun.find(ws)
+    run = Run.find(ws)
     # the small demo has a few hundred items: smaller slices are allowed so the stage still shows some
     config = AuditConfig(min_slice_size=5) if opts.small else AuditConfig()
     report = audit_run(run, failure="quality_fail", labeler="metadata", with_map=True, config=config)
-    rows = artifact_agreement(report, ws.open_store().meta())
+    rows = artifact_agreement(report, run.meta)
     for r in rows:
         print(f"  slice {r['slice']} {'validated' if r['validated'] else 'not validated'}: {r['name']!r} -> {r['artifact']} "
               f"(precision {r['precision']:.2f}, recall {r['recall']:.2f})")
@@ -151,6 +153,7 @@ def stage_audit(ws: Workspace, opts: DemoOptions) -> str:
     concepts = report.significant_concepts(len(report.concepts))
     by_concept = sorted(a for a in ARTIFACTS if a not in named and concepts["label"].str.contains(a.replace("_", " ") + "|" + a).any())
     v = sum(r["validated"] for r in rows)
+    assert report.path is not None, "audit_run saves the report"
     return (f"{report.summary().split(';')[0]}; {len(report.slices)} slices ({v} validated on held-out volumes); artifacts named by a "
             f"validated slice: {', '.join(named) or 'none'}; by an enriched concept only: {', '.join(by_concept) or 'none'}; "
             f"{len(report.queue)} look-alikes queued in {report.path / 'queue.csv'}")
@@ -162,7 +165,7 @@ STAGES: list[tuple[str, Callable[[Workspace, DemoOptions], str]]] = [
 
 def run_demo(workspace: Path, *, small: bool = False, rebuild: bool = False) -> dict[str, str]:
     """Run every registered stage on the demo workspace; returns {stage: headline}."""
-    from sae.cli import print_info
+    from sae.cli.common import print_info
 
     ws = Workspace(workspace)
     opts = DemoOptions(small=small, rebuild=rebuild)
@@ -180,12 +183,12 @@ def run_demo(workspace: Path, *, small: bool = False, rebuild: bool = False) -> 
 def ensure_demo(workspace: Path, *, small: bool = False) -> Workspace:
     """The demo workspace with its store, SAE and offline labels, building only what is missing
     (the notebooks start with this, so each runs on its own)."""
-    from sae.runs import SAERun
+    from sae.run import Run
 
     ws = Workspace(workspace)
     opts = DemoOptions(small=small)
     for name, stage in STAGES[:2]:  # both are cached: same config + store fingerprint = no work
         print(f"[{name}] {stage(ws, opts)}", flush=True)
-    if not (SAERun.find(ws).path / "labels-metadata.parquet").exists():
+    if not (Run.find(ws).path / "labels-metadata.parquet").exists():
         print(f"[label] {stage_label(ws, opts)}", flush=True)
     return ws

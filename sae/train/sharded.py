@@ -15,7 +15,7 @@ them. The last partial global batch of an epoch is dropped so every rank always 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class ShardedData(TrainingData):
 
     def _chunk(self, epoch: int, c: int) -> np.ndarray:
         a, b = self.ranges[c]
-        x = self.source.read_embeddings(slice(a, b))
+        x = self._store().read_embeddings(slice(a, b))
         if self.shuffle:
             x = x[np.random.default_rng([int(self.seed), int(epoch), int(c)]).permutation(b - a)]
         return x

@@ -27,8 +27,12 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
-from sae.codes import _CHUNK, STAT_NAMES, Codes, _block_stats, building_codes, codes_attrs, gather_features
-from sae.distributed.cluster import DaskConfig, dask_client, n_workers, task_threads
+from sae import _zarr
+from sae._io import atomic_path
+from sae.codes.layout import CHUNK as _CHUNK
+from sae.codes.layout import _block_stats, building_codes, codes_attrs, gather_features
+from sae.codes.reader import STAT_NAMES, Codes
+from sae.compute import DaskConfig, dask_client, n_workers, task_threads
 from sae.models import SparseAutoencoder
 from sae.store import Store
 
@@ -65,10 +69,8 @@ def _encode_task(url: str, model: SparseAutoencoder, parts: str, i: int, r0: int
         counts += np.bincount(csr.indices, minlength=n)
         total += csr.nnz
     for name, arr in (("ptr", np.concatenate(ptrs)), ("latent", np.concatenate(lats)), ("value", np.concatenate(vals))):
-        path = Path(parts) / f"{i:07d}-{name}.npy"
-        tmp = path.with_name(f".{path.name}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        with atomic_path(Path(parts) / f"{i:07d}-{name}.npy") as tmp:
+            np.save(tmp, arr)
     return i, total, counts
 
 
@@ -84,7 +86,7 @@ def _assemble_task(build: str, parts: str, c0: int, c1: int, entry_off: np.ndarr
                 lo, hi = max(a, int(entry_off[i])), min(b, int(entry_off[i + 1]))
                 if hi > lo:
                     out.append(np.asarray(part[lo - entry_off[i] : hi - entry_off[i]]))
-            group[f"rows/{name}"][a:b] = np.concatenate(out)
+            _zarr.array(group, f"rows/{name}")[a:b] = np.concatenate(out)
     a, b = c0 * chunk, min(c1 * chunk, n_rows + 1)
     if b > a:
         out, last = [], min(b, n_rows)
@@ -96,7 +98,7 @@ def _assemble_task(build: str, parts: str, c0: int, c1: int, entry_off: np.ndarr
                     out.append(entry_off[i] + np.asarray(ptr[lo - row_off[i] : hi - row_off[i]]))
         if b == n_rows + 1:
             out.append(np.array([nnz], np.int64))
-        group["rows/ptr"][a:b] = np.concatenate(out)
+        _zarr.array(group, "rows/ptr")[a:b] = np.concatenate(out)
     return c1 - c0
 
 
@@ -107,8 +109,8 @@ def _index_task(build: str, a: int, b: int, fptr: np.ndarray, n_rows: int) -> tu
     f1 = int(np.searchsorted(fptr, b, "left"))  # features starting before b
     rows, vals = gather_features(group["rows/ptr"], group["rows/latent"], group["rows/value"], n_rows, f0, f1)
     base = int(fptr[f0])
-    group["features/row"][a:b] = rows[a - base : b - base]
-    group["features/value"][a:b] = vals[a - base : b - base]
+    _zarr.array(group, "features/row")[a:b] = rows[a - base : b - base]
+    _zarr.array(group, "features/value")[a:b] = vals[a - base : b - base]
     fs = int(np.searchsorted(fptr[:-1], a, "left"))  # first feature whose entries start at or after a
     fe = int(np.searchsorted(fptr[:-1], b, "left"))
     stats = {name: np.zeros(len(fptr) - 1, np.float64) for name in STAT_NAMES}
@@ -191,7 +193,7 @@ def index_ranges(nnz: int, worker_bytes: int, workers: int, chunk: int = _CHUNK)
 
 def _build_index_dask(c, group: zarr.Group, build: str, counts: np.ndarray, n_rows: int, compute: DaskConfig, workers: int, progress: bool,
                       chunk: int = _CHUNK) -> None:
-    """Inverted index and statistics: entry-range tasks, results identical to ``sae.codes._build_index``."""
+    """Inverted index and statistics: entry-range tasks, results identical to ``sae.codes.build._build_index``."""
     n = len(counts)
     fptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     group.create_array("features/ptr", data=fptr, chunks=(min(len(fptr), _CHUNK),))

@@ -4,10 +4,18 @@ The embarrassingly parallel stages (encoding, feature statistics, the inverted i
 counts, UMAP transforms) are split into tasks over Zarr row or entry ranges and run on
 ``dask.distributed`` workers. A ``DaskConfig`` says where and how much memory each task may use:
 
-    with dask_client(DaskConfig(n_workers=2, memory_budget_gb=4)) as client:
+    with dask_client(DaskConfig(n_workers=2, cluster_memory_gb=4)) as client:
         encode_store(store, model, dest, compute=DaskConfig(...))
 
-``memory_budget_gb`` is the total for the tasks of the whole cluster: every stage sizes its tasks so
+Two memory settings, each with one meaning:
+
+- ``memory_budget_gb`` (:data:`MEMORY_BUDGET_GB` by default) is per process and per stage: the most
+  a stage's working set (training rows held in memory, inverted-index blocks being sorted, ...) may
+  take in the process that runs it, beyond the interpreter, torch and the model. ``TrainConfig``,
+  ``encode_store`` and the CLI's ``--memory-budget-gb`` all mean this, and ``sae train`` passes its
+  budget on to the encode step it runs afterwards.
+- ``DaskConfig.cluster_memory_gb`` (``--cluster-memory-gb``) is the total for the tasks of a whole
+  Dask cluster: every stage sizes its tasks so
 one task fits a worker's equal share. A LocalCluster sets each worker's Dask ``memory_limit`` to that
 share plus ``WORKER_BASELINE_GB`` for the interpreter, torch and the scattered model (below that a
 worker would pause at Dask's 80% threshold and the stage would wait forever).
@@ -18,10 +26,13 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from sae.errors import SaeError
+
+MEMORY_BUDGET_GB = 2.0
+"""Default per-process, per-stage memory budget (GB) of every stage."""
 
 WORKER_BASELINE_GB = 1.0
 """Memory of an idle worker process with torch imported and the SAE scattered (added to its memory limit)."""
@@ -37,21 +48,21 @@ class DaskConfig:
     """LocalCluster worker processes (ignored with ``address``: the cluster decides)."""
     threads_per_worker: int = 1
     """Threads per worker (and torch intra-op threads inside tasks)."""
-    memory_budget_gb: float = 4.0
-    """Memory for the whole cluster; each worker gets ``memory_budget_gb / n_workers`` and tasks are sized to fit."""
+    cluster_memory_gb: float = 4.0
+    """Memory for the whole cluster; each worker gets ``cluster_memory_gb / n_workers`` and tasks are sized to fit."""
     tasks_per_worker: int = 4
     """Target tasks per worker (more: better balance; fewer: less overhead)."""
 
     def __post_init__(self) -> None:
         if self.n_workers <= 0 or self.threads_per_worker <= 0:
             raise SaeError(f"n_workers and threads_per_worker must be positive, got {self.n_workers}, {self.threads_per_worker}")
-        if self.memory_budget_gb <= 0:
-            raise SaeError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}")
+        if self.cluster_memory_gb <= 0:
+            raise SaeError(f"cluster_memory_gb must be positive, got {self.cluster_memory_gb}")
 
     @property
     def worker_budget_bytes(self) -> int:
         """Memory one task may use (a worker's share of the budget)."""
-        return int(self.memory_budget_gb * 2**30 / self.n_workers)
+        return int(self.cluster_memory_gb * 2**30 / self.n_workers)
 
 
 def _start_local(cfg: DaskConfig):
@@ -93,11 +104,16 @@ def dask_client(cfg: DaskConfig | None = None, client=None) -> Iterator:
         cluster.close()
 
 
+WARM_MODULES = ("sae.codes.encode_dask", "sae.audit.dask")
+"""Modules the tasks of the Dask stages run (torch, zarr, the models), imported by name on each worker."""
+
+
 def _warm_up() -> None:
     """Import what tasks use once per worker, while the cluster starts (not inside the first task of a stage)."""
-    import sae.codes  # noqa: F401  (torch, zarr, the models)
-    import sae.distributed.audit  # noqa: F401
-    import sae.distributed.encode  # noqa: F401
+    import importlib
+
+    for name in WARM_MODULES:
+        importlib.import_module(name)
 
 
 def n_workers(client) -> int:

@@ -40,25 +40,25 @@ def _filters(plan, where: list[str]):
     return plan
 
 
-def _show(frame) -> None:
+def _show(frame, contributions=()) -> None:
     import pandas as pd
 
-    short = {c: " ".join(c.split(" ")[:2]) if c.startswith("NOT #") else c.split(" ")[0] for c in frame.columns if c.startswith(("#", "NOT #"))}
+    from sae.search.index import display_columns
+
     with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_colwidth", 40):
-        print(frame.rename(columns=short).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if short:
+        print(display_columns(frame, list(contributions), short=True).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if contributions:
         print("concept columns: the contribution of each plan group (#feature of its best label; see the plan above)")
 
 
 def cmd_search(args) -> int:
-    from sae.runs import SAERun
+    from sae.run import Run, Workspace
     from sae.search.searcher import Searcher
-    from sae.workspace import Workspace
 
-    run = SAERun.find(Workspace(args.workspace), args.run)
+    run = Run.find(Workspace(args.workspace), args.run)
     searcher = Searcher(run, args.labels)
     if args.planner == "llm":
-        from sae.interpret.llm import LLMClient, LLMConfig
+        from sae.llm import LLMClient, LLMConfig
         from sae.search.llm_planner import LLMPlanner
 
         cfg = LLMConfig(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env, response_format=args.response_format)
@@ -75,7 +75,7 @@ def cmd_search(args) -> int:
     res = searcher.search(plan, top=args.top, like=like)
     for note in res.notes:
         print(f"note: {note}")
-    _show(res.hits.drop(columns=["row"]))
+    _show(res.hits.drop(columns=["row"]), res.contributions)
     if args.dense and like is not None:
         cmp = searcher.compare_example(like, top=args.top)
         print(f"dense-embedding neighbours (overlap with the sparse fingerprint's top {args.top}: {cmp.overlap:.0%}):")

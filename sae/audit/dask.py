@@ -16,17 +16,18 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from sae import _zarr
 from sae.audit.concept_map import _write_cache, fit_sample, map_cache_path, transform_blocks
 from sae.audit.enrichment import enrichment_table
 from sae.codes import Codes
-from sae.distributed.cluster import DaskConfig, dask_client, n_workers, task_threads
+from sae.compute import DaskConfig, dask_client, n_workers, task_threads
 
 
 def _count_task(path: str, r0: int, r1: int, failed: np.ndarray, within: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per feature, over rows r0:r1 (``within``: only the flagged ones): items where it fires and failing ones among them."""
     group = zarr.open_group(path, mode="r", zarr_format=3)
-    p = np.asarray(group["rows/ptr"][r0 : r1 + 1])
-    lat = np.asarray(group["rows/latent"][int(p[0]) : int(p[-1])])
+    p = np.asarray(_zarr.array(group, "rows/ptr")[r0 : r1 + 1])
+    lat = np.asarray(_zarr.array(group, "rows/latent")[int(p[0]) : int(p[-1])])
     local = np.repeat(np.arange(r1 - r0), np.diff(p))
     if within is not None:
         keep = within[local]

@@ -1,0 +1,7 @@
+"""``python -m sae.cli``: the ``sae`` command."""
+
+import sys
+
+from sae.cli.main import main
+
+sys.exit(main())

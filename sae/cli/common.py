@@ -1,0 +1,111 @@
+"""Helpers every ``sae`` subcommand shares: printers of workspace, run and metrics summaries, shared options."""
+
+from __future__ import annotations
+
+import json
+
+from sae.compute import MEMORY_BUDGET_GB
+
+
+def print_info(ws) -> None:
+    """Human-readable summary of a workspace."""
+    import pandas as pd
+
+    info = ws.info()
+    s = info["store"]
+    print(f"workspace  {info['workspace']}")
+    print(f"rows       {s['rows']:,}")
+    print(f"embeddings {s['dim']}-d {s['dtype']} (chunks of {s['chunk_rows']:,} rows), encoder {json.dumps(s['encoder'])}")
+    print(f"previews   {', '.join(s['previews']) or 'none'}")
+    print(f"fingerprint {s['fingerprint']}  schema v{s['schema_version']}")
+    prov = s["provenance"]
+    print(f"provenance dataset={prov.get('dataset', prov.get('source', '?'))} created={prov.get('created', '?')}")
+    if s["columns"]:
+        print("metadata columns:")
+        store = ws.open_store()
+        for name, kind in s["columns"].items():
+            values = pd.Series(store.column(name))
+            if kind in ("str", "bool") and values.nunique() <= 24:
+                counts = values.value_counts()
+                shown = ", ".join(f"{k} {v:,}" for k, v in counts.head(8).items())
+                more = f", ... ({len(counts)} values)" if len(counts) > 8 else ""
+                print(f"  {name:<16} {kind:<5} {shown}{more}")
+            elif kind in ("int", "float"):
+                print(f"  {name:<16} {kind:<5} min {values.min():.4g}, mean {values.mean():.4g}, max {values.max():.4g}")
+            else:
+                print(f"  {name:<16} {kind:<5} {values.nunique():,} distinct values")
+    print(f"SAEs       {len(info['saes'])}" + "".join(f"\n  {json.dumps(r)}" for r in info["saes"]))
+
+
+def print_metrics(run) -> None:
+    m = run.metrics()
+    rec, sp_ = m.get("reconstruction", {}), m.get("sparsity", {})
+    print(f"SAE {run.name}: held-out R2 {rec.get('r2', float('nan')):.4f} (FVU {rec.get('fvu', float('nan')):.4f}), "
+          f"L0 {rec.get('l0', float('nan')):.1f}, dead {sp_.get('dead_frac', float('nan')):.1%}, dense {sp_.get('dense_frac', float('nan')):.1%}")
+    for p in m.get("probes", []):
+        if p["probe"] in ("dense", "sae_top10"):
+            print(f"  probe {p['target']:<14} {p['probe']:<10} balanced acc {p['balanced_accuracy']:.3f} ({p['ratio_to_dense']:.0%} of dense)")
+    if "fingerprint_fidelity@10" in m:
+        print(f"  fingerprint retrieval fidelity@10 {m['fingerprint_fidelity@10']:.3f}")
+    if m.get("monosemanticity"):
+        print(f"  monosemanticity (mean over features) {m['monosemanticity']['mean']:.3f}")
+    if "ground_truth_recovery" in m:
+        print(f"  ground-truth recovery (mean max cosine) {m['ground_truth_recovery']:.3f}")
+    print(f"  run folder {run.path}")
+
+
+def add_sae_args(p) -> None:
+    p.add_argument("workspace")
+    from sae.models import ARCHS
+
+    p.add_argument("--arch", choices=list(ARCHS), default="topk")
+    p.add_argument("--n", type=int, default=4096, help="dictionary size (number of latents)")
+    p.add_argument("--k", type=int, default=32, help="active latents per row")
+    p.add_argument("--epochs", type=float, default=10.0)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(n / 2^14)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--l1", type=float, default=5.0, help="relu: L1 coefficient")
+    p.add_argument("--aux-k", type=int, default=None, help="AuxK latents (default d/2; 0 disables)")
+    p.add_argument("--holdout", type=float, default=0.1, help="share of rows (the tail) held out for evaluation")
+    add_memory_arg(p)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint-every", type=int, default=0)
+    add_dask_args(p)
+
+
+def add_memory_arg(p) -> None:
+    """``--memory-budget-gb``: per process, per stage (one meaning everywhere, see :mod:`sae.compute`)."""
+    p.add_argument("--memory-budget-gb", type=float, default=MEMORY_BUDGET_GB,
+                   help=f"memory each stage may use in this process (training rows in memory, index blocks; default {MEMORY_BUDGET_GB:g})")
+
+
+def add_dask_args(p) -> None:
+    """``--dask [ADDRESS]``, ``--workers N``, ``--cluster-memory-gb``: run the data-parallel stages on a Dask cluster."""
+    p.add_argument("--dask", nargs="?", const="local", metavar="ADDRESS",
+                   help="run encoding/indexing (and audit counts) on Dask: a LocalCluster, or the scheduler at ADDRESS")
+    p.add_argument("--workers", type=int, default=2, help="--dask without ADDRESS: LocalCluster worker processes")
+    p.add_argument("--cluster-memory-gb", type=float, default=None, help="--dask: memory for the tasks of the whole cluster (default 4)")
+
+
+def dask_config(args):
+    """The DaskConfig the ``--dask`` / ``--workers`` / ``--cluster-memory-gb`` options describe (None without --dask)."""
+    if getattr(args, "dask", None) is None:
+        return None
+    from sae.compute import DaskConfig
+
+    budget = getattr(args, "cluster_memory_gb", None)
+    return DaskConfig(address=None if args.dask == "local" else args.dask, n_workers=args.workers,
+                      **({"cluster_memory_gb": budget} if budget else {}))
+
+
+def configs(args, n: int | None = None, k: int | None = None):
+    from sae.models import SAEConfig
+    from sae.run import Workspace
+    from sae.train import TrainConfig
+
+    store = Workspace(args.workspace).open_store()
+    sae_cfg = SAEConfig(d_in=store.dim, n_latents=n or args.n, k=k or args.k, arch=args.arch, l1_coeff=args.l1, aux_k=args.aux_k)
+    train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed, holdout_frac=args.holdout,
+                            memory_budget_gb=args.memory_budget_gb, device=args.device, checkpoint_every=args.checkpoint_every)
+    return sae_cfg, train_cfg

@@ -1,0 +1,91 @@
+"""The ``sae`` command: a thin layer over the Python API (each subcommand calls one function).
+
+One module per group of commands (``store``, ``train``, ``label``, ``search``, ``audit``, ``demo``);
+this one builds the parser and turns every :class:`~sae.errors.SaeError` into an ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sae.cli import audit as audit_cmds
+from sae.cli import label as label_cmds
+from sae.cli import search as search_cmds
+from sae.cli import store as store_cmds
+from sae.cli import train as train_cmds
+from sae.cli.common import add_dask_args, add_memory_arg, add_sae_args
+from sae.errors import SaeError
+
+
+def cmd_demo(args) -> int:
+    from sae.cli.demo import run_demo
+
+    run_demo(Path(args.workspace), small=args.small, rebuild=args.rebuild)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae", description="sae-workbench: an interpretable concept space over stored embeddings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="build the MNI152 demo workspace and run every stage on it")
+    p.add_argument("--workspace", default="artifacts/demo")
+    p.add_argument("--small", action="store_true", help="a few hundred images (seconds), for tests")
+    p.add_argument("--rebuild", action="store_true", help="ignore the cached demo store")
+    p.set_defaults(func=cmd_demo)
+    store_cmds._add_ingest(sub)
+    sub.choices["ingest"].set_defaults(func=store_cmds.cmd_ingest)
+    p = sub.add_parser("info", help="summarise a workspace (rows, dims, columns, previews, SAEs)")
+    p.add_argument("workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=store_cmds.cmd_info)
+    p = sub.add_parser("train", help="train an SAE on a workspace, encode the store and evaluate")
+    add_sae_args(p)
+    p.add_argument("--name", help="run folder name under saes/ (default ARCH-nN-kK-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (same configuration)")
+    p.set_defaults(func=train_cmds.cmd_train)
+    p = sub.add_parser("sweep", help="train a grid of dictionary sizes x k; prints the results and writes the Pareto figure")
+    add_sae_args(p)
+    p.add_argument("--ns", type=int, nargs="+", default=[1024, 4096])
+    p.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32, 64])
+    p.set_defaults(func=train_cmds.cmd_sweep)
+    p = sub.add_parser("encode", help="(re-)encode the store with a trained SAE into codes.zarr")
+    p.add_argument("workspace")
+    p.add_argument("--run", help="SAE run name (default: the latest)")
+    add_memory_arg(p)
+    add_dask_args(p)
+    p.set_defaults(func=train_cmds.cmd_encode)
+    p = sub.add_parser("evaluate", help="compute every metric of an SAE run, write metrics.json and print them")
+    p.add_argument("workspace")
+    p.add_argument("--run", help="SAE run name (default: the latest)")
+    p.add_argument("--targets", nargs="+", help="metadata columns for probes and monosemanticity (default: categorical ones)")
+    p.set_defaults(func=train_cmds.cmd_evaluate)
+    p = sub.add_parser("planted", help="generate a planted ground-truth workspace")
+    p.add_argument("workspace")
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--concepts", type=int, default=2048)
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=store_cmds.cmd_planted)
+    label_cmds.add_label_parser(sub)
+    search_cmds.add_search_parser(sub)
+    audit_cmds.add_audit_parser(sub)
+    audit_cmds.add_figures_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SaeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

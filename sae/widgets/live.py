@@ -1,0 +1,28 @@
+"""The live views of domain results, registered by name in :mod:`sae.display` (the domain never imports widgets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def search_result_view(result: Any):
+    """A ConceptSearch on the result's plan, sharing its searcher's workbench."""
+    from sae.widgets.concept_search import ConceptSearch
+    from sae.widgets.workbench import Workbench
+
+    return ConceptSearch(Workbench.of(result.searcher), plan=result.plan)
+
+
+def label_set_view(labels: Any):
+    """A FeatureBrowser over the labels' run."""
+    from sae.widgets.feature_browser import FeatureBrowser
+    from sae.widgets.workbench import Workbench
+
+    return FeatureBrowser(Workbench(labels.run, labels.labeler))
+
+
+def audit_report_view(report: Any):
+    """A FailureExplorer over the report."""
+    from sae.widgets.failure_explorer import FailureExplorer
+
+    return FailureExplorer(report)

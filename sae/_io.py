@@ -23,6 +23,19 @@ from typing import Any
 import numpy as np
 
 
+def safe_name(name: str, what: str = "name") -> str:
+    """``name`` when it is one plain path component (no separator, not ``.``/``..``, not hidden, no NUL);
+    user-given names (runs, audits) become folder names, and must never reach outside their folder."""
+    from sae.errors import UnsafeNameError
+
+    text = str(name)
+    bad = (not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text or "\0" in text
+           or os.sep in text or (os.altsep is not None and os.altsep in text) or len(text) > 200)
+    if bad:
+        raise UnsafeNameError(f"{what} {name!r} must be one plain folder name (letters, digits, - _ ., no / and not starting with .)")
+    return text
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file via a unique temporary sibling, fsync and a rename (never half-written)."""
     path = Path(path)

@@ -68,3 +68,11 @@ class LLMUnreachableError(LLMError):
 
 class LabelError(SaeError):
     """Labels are missing, refer to unknown features, or were made for another SAE."""
+
+
+class LockedError(SaeError):
+    """Another process holds the lock of a store or run (it is being written)."""
+
+
+class UnsafeNameError(SaeError):
+    """A user-given name is not one plain path component (it would reach outside its folder)."""

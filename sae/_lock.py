@@ -13,12 +13,17 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sae.errors import LockedError
+
+_HELD: dict[Path, int] = {}
+"""Lock file -> the thread holding it in this process: the same thread taking it again (a stage inside a
+stage) is a no-op, not a self-deadlock; another thread is refused like another process."""
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -39,6 +44,9 @@ def holder(target: str | os.PathLike) -> dict:
 def exclusive(target: str | os.PathLike, what: str = "") -> Iterator[Path]:
     """Hold the exclusive lock of ``target`` (a store or run folder) or raise :class:`LockedError` now."""
     path = lock_path(target)
+    if _HELD.get(path) == threading.get_ident():
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -52,6 +60,10 @@ def exclusive(target: str | os.PathLike, what: str = "") -> Iterator[Path]:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": what or " ".join(sys.argv)[:200], "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        yield path
+        _HELD[path] = threading.get_ident()
+        try:
+            yield path
+        finally:
+            _HELD.pop(path, None)
     finally:
         os.close(fd)  # closing the descriptor releases the flock

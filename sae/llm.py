@@ -5,7 +5,9 @@ and any compatible server (vLLM, llama.cpp, Ollama). It adds what a batch job ov
 features needs: a concurrency limit, retries with exponential backoff on 429 / 5xx / timeouts
 (honouring ``Retry-After``), JSON answers validated against a schema with one repair attempt, a
 content-addressed disk cache (model + prompt version + inputs), a token and cost ledger, and a
-dry-run estimate. The API key is read from the argument or the environment and never written.
+dry-run estimate. The API key is read from the argument or the environment and never written: it is
+scrubbed from every error message, answer and ledger entry (servers echo it). A malformed response
+body (truncated, not JSON, no choices) is retried like a transient error (see :mod:`sae.llm_safety`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 
 from sae._io import atomic_write_text
 from sae.errors import LLMError, LLMUnreachableError
+from sae.llm_safety import MalformedBody, read_completion, scrub
 
 ENV_MODEL = "SAE_LLM_MODEL"
 ENV_BASE_URL = "SAE_LLM_BASE_URL"
@@ -214,6 +217,7 @@ class LLMClient:
         self._openai = openai
         self._client = openai.OpenAI(api_key=key, base_url=self.config.base_url, timeout=self.config.timeout_s, max_retries=0)
         self._sleep = sleep
+        self._secrets = (key,)
         assert self.config.cache_dir is not None, "resolved() sets it"
         root = Path(self.config.cache_dir)
         self.cache = ResponseCache(root / "cache")
@@ -262,8 +266,14 @@ class LLMClient:
             return None
         raise LLMError(f"unknown response_format {kind!r}: use json_object, json_schema, json_object+schema or none")
 
+    def scrub(self, text: str, tokens: bool = True) -> str:
+        """``text`` without the API key (``tokens``: nor anything like a bearer token; see :func:`sae.llm_safety.scrub`)."""
+        return scrub(text, self._secrets, tokens)
+
     def _complete(self, messages: list[dict], schema: dict) -> _Attempt:
-        """One chat completion, retried on transient failures; raises LLMError when it gives up."""
+        """One chat completion, retried on transient failures and malformed bodies; raises LLMError when it gives up.
+
+        Every message it raises or returns is scrubbed of the API key."""
         o, c = self._openai, self.config
         kwargs: dict[str, Any] = {"model": c.model, "messages": messages, "temperature": c.temperature, "max_tokens": c.max_tokens}
         fmt = self._response_format(schema)
@@ -274,29 +284,30 @@ class LLMClient:
             with self._count_lock:
                 self.calls_made += 1
             try:
-                resp = self._client.chat.completions.create(**kwargs)
-                usage = resp.usage
-                text = (resp.choices[0].message.content or "") if resp.choices else ""
-                return _Attempt(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0, attempt + 1)
+                raw = self._client.chat.completions.with_raw_response.create(**kwargs)
+                text, tin, tout = read_completion(raw.text)  # our parse: a bad body is this request's problem
+                return _Attempt(self.scrub(text, tokens=False), tin, tout, attempt + 1)
+            except MalformedBody as e:
+                last, wait = f"malformed response body: {self.scrub(str(e))}", None
             except o.APITimeoutError:
                 last, wait = f"timed out after {c.timeout_s:g} s", None
             except o.APIConnectionError as e:
                 if attempt == c.max_retries:
-                    raise LLMUnreachableError(f"cannot reach the LLM server at {c.base_url or 'api.openai.com'}: {e}; "
-                                              "is it running, and is the base URL right (it usually ends in /v1)?") from None
-                last, wait = f"connection failed: {e}", None
+                    raise LLMUnreachableError(self.scrub(f"cannot reach the LLM server at {c.base_url or 'api.openai.com'}: {e}; "
+                                                         "is it running, and is the base URL right (it usually ends in /v1)?")) from None
+                last, wait = self.scrub(f"connection failed: {e}"), None
             except o.APIStatusError as e:
                 if e.status_code in (401, 403):
                     raise LLMError(f"the LLM server refused the API key ({e.status_code}); set {c.api_key_env}") from None
                 if e.status_code == 404:
-                    raise LLMError(f"model {c.model!r} or endpoint not found at {c.base_url} (404)") from None
+                    raise LLMError(self.scrub(f"model {c.model!r} or endpoint not found at {c.base_url} (404)")) from None
                 if e.status_code != 429 and e.status_code < 500:
-                    raise _BadRequest(f"the server rejected the request ({e.status_code}): {str(e)[:300]}") from None
-                last, wait = f"HTTP {e.status_code}", self._retry_after(e)
+                    raise _BadRequest(f"the server rejected the request ({e.status_code}): {self.scrub(str(e))[:300]}") from None
+                last, wait = f"HTTP {e.status_code}: {self.scrub(str(e))[:200]}", self._retry_after(e)
             if attempt < c.max_retries:
                 backoff = min(c.max_backoff_s, c.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
                 self._sleep(wait if wait is not None else backoff)
-        raise _GaveUp(f"gave up after {c.max_retries + 1} attempts: {last}")
+        raise _GaveUp(self.scrub(f"gave up after {c.max_retries + 1} attempts: {last}"))
 
     # -- one structured request -----------------------------------------------------------------
     def run_one(self, req: LLMRequest) -> LLMResult:
@@ -324,7 +335,7 @@ class LLMClient:
             except ValueError as e:
                 res.error = f"malformed answer{' after repair' if round_ else ''}: {e}"
                 messages = messages + [{"role": "assistant", "content": att.text}, {"role": "user", "content": REPAIR_PROMPT.format(error=e)}]
-        res.seconds = time.perf_counter() - t0
+        res.seconds, res.error = time.perf_counter() - t0, self.scrub(res.error)
         if res.ok:
             self.cache.put(key, {"data": res.data, "raw": res.raw, "model": self.config.model, "prompt_version": req.prompt_version})
         self.ledger.record(model=self.config.model, base_url=self.config.base_url, prompt_version=req.prompt_version,

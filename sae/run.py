@@ -24,7 +24,7 @@ import pandas as pd
 from sae.codes import Codes, Postings
 from sae.errors import SaeError, StaleArtifactError, StoreError
 from sae.models import SparseAutoencoder
-from sae.models.io import load_sae, read_config
+from sae.models.io import load_sae, model_digest, read_config
 from sae.store import Store
 
 if TYPE_CHECKING:
@@ -34,6 +34,16 @@ STORE_NAME = "store.zarr"
 SAES_DIR = "saes"
 CODES = "codes.zarr"
 METRICS = "metrics.json"
+
+
+def _artifact_status(open_it: Callable[[], Any], exists: bool) -> str:
+    if not exists:
+        return "missing"
+    try:
+        open_it()
+    except SaeError as e:
+        return f"stale: {e}"
+    return "ok"
 
 
 class Workspace:
@@ -72,10 +82,10 @@ class Workspace:
         """Summary of the store and of every SAE run (labels included when present)."""
         store = self.open_store()
         runs = []
-        for run in self.sae_runs():
-            cfg = json.loads((run / "config.json").read_text())
-            runs.append({"run": run.name, "arch": cfg.get("arch"), "n_latents": cfg.get("n_latents"), "k": cfg.get("k"),
-                         "codes": (run / CODES).exists(), "labels": any(run.glob("labels*.parquet"))})
+        for path in self.sae_runs():
+            run = Run(self, path)
+            cfg = run.config
+            runs.append({"run": run.name, "arch": cfg.get("arch"), "n_latents": cfg.get("n_latents"), "k": cfg.get("k"), **run.status()})
         return {"workspace": str(self.path), "store": store.summary(), "saes": runs}
 
     def _repr_html_(self) -> str:
@@ -91,9 +101,11 @@ class Run:
     one (re-encoding, relabeling). The store is checked against the model once, when first opened.
     """
 
-    def __init__(self, ws: Workspace, path: str | os.PathLike, store: Store | None = None):
+    def __init__(self, ws: Workspace, path: str | os.PathLike, store: Store | None = None, name: str | None = None):
+        """``name``: the run's name when ``path`` is the hidden folder it is being built in."""
         self.ws = ws
         self.path = Path(path)
+        self._name = name
         self._labels: dict[str | None, LabelSet] = {}
         self._derived: dict[Any, Any] = {}
         if store is not None:
@@ -120,7 +132,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self._name or self.path.name
 
     # -- artifacts, each opened once -----------------------------------------------------------
     @cached_property
@@ -140,9 +152,19 @@ class Run:
         return store
 
     @cached_property
+    def model_digest(self) -> str:
+        """Digest of the run's saved model: every derived artifact records it, readers compare it."""
+        return model_digest(self.path)
+
+    @cached_property
     def codes(self) -> Codes:
-        """The run's ``codes.zarr``, refused when it was computed from another version of the store."""
-        return Codes.open(self.path / CODES, store=self.store)
+        """The run's ``codes.zarr``, refused when it was computed from another version of the store or
+        by another model (a retrained run whose codes were not rewritten)."""
+        codes = Codes.open(self.path / CODES, store=self.store)
+        if codes.model_digest and codes.model_digest != self.model_digest:
+            raise StaleArtifactError(f"{codes.path} was encoded by another model than {self.name}'s (the run was retrained); "
+                                     f"re-encode with `sae encode {self.ws.path} --run {self.name}`")
+        return codes
 
     @cached_property
     def postings(self) -> Postings:
@@ -187,8 +209,8 @@ class Run:
 
     def refresh(self, *names: str) -> Run:
         """Forget cached artifacts (all, or the named ones: ``codes``, ``labels``...) after a stage rewrote them."""
-        names = names or ("config", "model", "store", "codes", "postings", "stats", "meta", "decoder", "labels")
-        dependants = {"store": ("codes", "postings", "stats", "meta"), "codes": ("postings", "stats"), "model": ("decoder",)}
+        names = names or ("config", "model", "model_digest", "store", "codes", "postings", "stats", "meta", "decoder", "labels")
+        dependants = {"store": ("codes", "postings", "stats", "meta"), "codes": ("postings", "stats"), "model": ("decoder", "model_digest")}
         for n in list(names):
             names += dependants.get(n, ())
         if set(names) - {"labels"}:
@@ -224,8 +246,27 @@ class Run:
         return slice(int(a), int(b))
 
     def metrics(self) -> dict[str, Any]:
+        """``metrics.json``, or {} when missing or computed for another model (see :meth:`status`)."""
         path = self.path / METRICS
-        return json.loads(path.read_text()) if path.exists() else {}
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        if doc.get("model_digest") and doc["model_digest"] != self.model_digest:
+            return {}
+        return doc
+
+    def status(self) -> dict[str, str]:
+        """Whether each derived artifact is current: ``ok``, ``missing`` or ``stale: <why and the fix>``."""
+        out: dict[str, str] = {}
+        try:
+            self.check_store(self.ws.open_store())
+            out["model"] = "ok"
+        except SaeError as e:
+            out["model"] = f"stale: {e}"
+        out["codes"] = _artifact_status(lambda: self.refresh("store", "codes").codes, (self.path / CODES).exists())
+        out["metrics"] = "missing" if not (self.path / METRICS).exists() else ("ok" if self.metrics() else
+                                                                                 "stale: made for another model; run `sae evaluate`")
+        labels = sorted(self.path.glob("labels-*.parquet"))
+        out["labels"] = _artifact_status(lambda: self.refresh("labels").labels(), bool(labels))
+        return out
 
     def __repr__(self) -> str:
         return f"Run({self.name!r} in {str(self.ws.path)!r})"

@@ -2,7 +2,11 @@
 
 ``FakeOpenAI.script`` is a queue of behaviours consumed one per request; when it is empty,
 ``responder(body) -> str`` writes the answer. Behaviours: ``("content", text)``, ``("status", code)``
-(with a Retry-After of 0 for 429), ``("hang", seconds)``. Every request is recorded with its headers.
+(with a Retry-After of 0 for 429), ``("hang", seconds)``, ``("body", text)`` (a 200 whose whole body is
+``text``, e.g. truncated JSON, sent as application/json with a matching Content-Length) and
+``("echo-auth", code)`` (the request's Authorization header echoed back: in the error message of a
+``code`` response, or for 200 inside a good label answer's description, as a careless server might).
+Every request is recorded with its headers.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep pytest output clean
                 pass
 
-            def _send(self, code: int, doc: dict, headers: dict | None = None) -> None:
-                data = json.dumps(doc).encode()
+            def _send(self, code: int, doc: dict | str, headers: dict | None = None) -> None:
+                data = (doc if isinstance(doc, str) else json.dumps(doc)).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -57,6 +61,14 @@ class FakeOpenAI:
                 if step and step[0] == "hang":
                     outer.stop_event.wait(step[1])
                     return
+                if step and step[0] == "body":
+                    return self._send(200, step[1])
+                if step and step[0] == "echo-auth":
+                    auth = self.headers.get("Authorization", "")
+                    if step[1] != 200:
+                        return self._send(step[1], {"error": {"message": f"bad request; you sent Authorization: {auth}", "type": "test"}})
+                    good = json.loads(outer.responder(body))
+                    step = ("content", json.dumps({**good, "description": f"{good['description']} (key {auth})"}))
                 if step and step[0] == "status":
                     headers = {"Retry-After": "0"} if step[1] == 429 else {}
                     return self._send(step[1], {"error": {"message": f"scripted {step[1]}", "type": "test"}}, headers)

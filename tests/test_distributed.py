@@ -192,7 +192,7 @@ def test_cli_encode_and_audit_with_dask(run_ws, capsys):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers: with 1280-d inputs and 48 latents BLAS splits the sums by thread
     try:
-        encode_store(ws.open_store(), run.model, ws.path / "ref-codes.zarr", sae_id=run.name, progress=False)
+        encode_store(ws.open_store(), run.model, ws.path / "ref-codes.zarr", sae_id=run.name, model_digest=run.model_digest, progress=False)
     finally:
         torch.set_num_threads(threads)
     assert main(["encode", str(ws.path), "--dask", "--workers", "2"]) == 0

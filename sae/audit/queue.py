@@ -24,9 +24,9 @@ def lookalike_plan(examples: ExamplePlanner, s: Slice) -> QueryPlan:
 
 def lookalike_queue(index, examples: ExamplePlanner, slices: list[Slice], pool: np.ndarray, size: int,
                     ids: np.ndarray) -> pd.DataFrame:
-    """Ranked look-alikes per slice within ``pool`` (bool per row), one table for all slices."""
+    """Ranked look-alikes per slice within ``pool`` (bool per row), one table for all slices (``size`` 0: empty)."""
     frames = []
-    for s in slices:
+    for s in slices if size > 0 else ():
         res = index.search(lookalike_plan(examples, s), top=size, allowed=pool)
         if not res.strict:  # no pool item shows every defining concept: nothing to queue for this slice
             continue

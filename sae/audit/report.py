@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sae._io import building_dir, html_table
+from sae._io import building_dir, html_table, safe_name
+from sae._lock import exclusive
 from sae.audit.enrichment import concept_enrichment
 from sae.audit.queue import lookalike_queue
 from sae.audit.signal import FailureSignal
@@ -91,10 +92,18 @@ class AuditReport:
         return bundle(self._repr_html_(), f"AuditReport({self.summary()})", "audit_report" if usable else None, self)
 
     def save(self, folder: Path) -> Path:
-        """Write the report atomically: concepts.parquet, slices.parquet, queue.csv, map.parquet, report.json."""
+        """Write the report atomically: concepts.parquet, slices.parquet, queue.csv, map.parquet, report.json.
+
+        The folder is locked while it is written (a second writer is refused, naming the first), and
+        only an earlier report (or an empty folder) is ever replaced: a folder holding anything else is
+        refused, never removed."""
         folder = Path(folder)
-        with building_dir(folder) as tmp:  # a unique hidden folder, renamed over the old report when complete
-            self._write(tmp)
+        with exclusive(folder, f"audit report {folder.name}"):
+            if folder.is_symlink() or (folder.exists() and not _replaceable(folder)):
+                raise SaeError(f"refusing to write an audit report over {folder}: it exists and is not an audit report "
+                               "(no report.json); choose another name")
+            with building_dir(folder) as tmp:  # a unique hidden folder, renamed over the old report when complete
+                self._write(tmp)
         self.path = folder
         return folder
 
@@ -107,8 +116,14 @@ class AuditReport:
         if self.map is not None:
             self.map.to_parquet(tmp / "map.parquet")
         doc = {"signal": {"source": self.signal.source, "items": int(len(self.signal.failed)), "failed": int(self.signal.failed.sum())},
-               "config": asdict(self.config), "info": self.info, "summary": self.summary()}
+               "config": asdict(self.config), "info": self.info, "summary": self.summary(),
+               "model_digest": getattr(self.run, "model_digest", None)}
         (tmp / "report.json").write_text(json.dumps(doc, indent=2, default=float))
+
+
+def _replaceable(folder: Path) -> bool:
+    """True for a folder an audit may replace: an earlier report (it holds report.json) or an empty folder."""
+    return folder.is_dir() and ((folder / "report.json").is_file() or not any(folder.iterdir()))
 
 
 def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, str], ids: np.ndarray, *,
@@ -161,7 +176,9 @@ def audit_run(run: Run, signal: FailureSignal | None = None, *, failure: str | N
     (``probe``) or given; ``llm`` (an LLMClient) adds LLM names and summaries of the slices;
     ``index``: the run's ConceptIndex when the caller already built one; ``compute``: a DaskConfig
     for the enrichment counts and the map. The report is saved under
-    ``saes/<run>/audits/<name>/``."""
+    ``saes/<run>/audits/<name>/``; ``name`` (default: the failure column) must be one plain folder name."""
+    if name is not None:
+        safe_name(name, "audit name")
     store, meta, group_key = run.verify().store, run.meta, run.group_key
     groups = meta[group_key].to_numpy() if group_key in meta else None
     if signal is None:
@@ -181,9 +198,10 @@ def audit_run(run: Run, signal: FailureSignal | None = None, *, failure: str | N
     codes = run.codes
     labels = run.labels(labeler)
     index = index or ConceptIndex.of(run)
-    folder = run.path / "audits" / (name or signal.column or (f"probe-{probe}" if probe else "signal"))
+    default = signal.column or (f"probe-{probe}" if probe else "signal")
+    folder = run.path / "audits" / (name or safe_name(default, "audit name (from the signal; give one with name=/--name)"))
     report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
-                   with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.name}", compute=compute)
+                   with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.model_digest}", compute=compute)
     report.run = run
     if llm is not None and report.slices:
         from sae.audit.naming import name_slices

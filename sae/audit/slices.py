@@ -25,10 +25,13 @@ import numpy as np
 import pandas as pd
 
 from sae.audit.enrichment import concept_enrichment, wilson
+from sae.errors import SaeError
 
 
 @dataclass(frozen=True)
 class AuditConfig:
+    """How an audit finds and validates slices (saved in report.json); refuses values outside their range."""
+
     alpha: float = 0.05
     """FDR level for enriched concepts and for validated slices."""
     min_slice_size: int = 20
@@ -42,7 +45,29 @@ class AuditConfig:
     max_k: int = 12
     prototypes: int = 3
     queue_size: int = 50
+    """Look-alikes queued per slice (0: no queue)."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, field_: str, rule: str) -> None:
+            if not ok:
+                raise SaeError(f"AuditConfig.{field_} must be {rule}, got {getattr(self, field_)!r}")
+
+        def integer(field_: str, low: int) -> None:
+            v = getattr(self, field_)
+            need(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v >= low), field_, f"an integer >= {low}")
+
+        def number(field_: str) -> float:
+            v = getattr(self, field_)
+            need(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and bool(np.isfinite(v)), field_, "a finite number")
+            return float(v)
+
+        need(0 < number("alpha") < 1, "alpha", "strictly between 0 and 1")
+        need(0 < number("holdout_frac") < 1, "holdout_frac", "strictly between 0 and 1")
+        need(number("min_lift") >= 1, "min_lift", ">= 1 (a failure rate at least the overall one)")
+        for name, low in (("min_slice_size", 1), ("min_groups", 2), ("max_concepts", 1), ("max_k", 1), ("prototypes", 1),
+                          ("queue_size", 0), ("seed", 0)):
+            integer(name, low)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sae.cli.common import add_dask_args, dask_config
+from sae.cli.common import add_dask_args, dask_config, finite_float, non_negative_int, positive_int, probability
 
 
 def add_audit_parser(sub) -> None:
@@ -11,15 +11,15 @@ def add_audit_parser(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--failure", metavar="COLUMN", help="a boolean (or numeric, with --threshold) metadata column")
     src.add_argument("--probe", metavar="TARGET", help="failures = items a cross-validated probe for this column misclassifies")
-    p.add_argument("--threshold", type=float, help="numeric column: failure = value above it (or below, with --below)")
+    p.add_argument("--threshold", type=finite_float, help="numeric column: failure = value above it (or below, with --below)")
     p.add_argument("--below", action="store_true")
     p.add_argument("--run", help="SAE run name (default: the latest)")
     p.add_argument("--labels", help="which labels name the concepts (default: the most recent)")
     p.add_argument("--name", help="report folder name under saes/<run>/audits/ (default: the column)")
     p.add_argument("--pool-column", help="boolean column: items that may enter the look-alike queue (default: passing items)")
-    p.add_argument("--min-slice-size", type=int, default=20)
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--queue-size", type=int, default=50)
+    p.add_argument("--min-slice-size", type=positive_int, default=20)
+    p.add_argument("--alpha", type=probability, default=0.05, help="FDR level (0 < alpha < 1)")
+    p.add_argument("--queue-size", type=non_negative_int, default=50, help="look-alikes queued per slice (0: none)")
     p.add_argument("--map", action="store_true", help="also compute the 2-D UMAP concept map (cached)")
     p.add_argument("--llm-model", help="name and summarise the slices with this LLM too (or SAE_LLM_MODEL)")
     p.add_argument("--base-url", help="OpenAI-compatible server URL for --llm-model (or OPENAI_BASE_URL)")
@@ -69,11 +69,11 @@ def add_figures_parser(sub) -> None:
     p.add_argument("workspace")
     p.add_argument("--run", help="SAE run name (default: the latest)")
     p.add_argument("--out", help="folder (default: WORKSPACE/figures)")
-    p.add_argument("--features", type=int, default=4, help="feature panels for the N best-scored labels")
+    p.add_argument("--features", type=non_negative_int, default=4, help="feature panels for the N best-scored labels")
     p.add_argument("--query", help="the query panel's query (default: the best label's first term)")
     p.add_argument("--failure", help="also audit this column and draw its validated slices and the concept map")
     p.add_argument("--formats", nargs="+", default=["png", "pdf", "svg"], choices=["png", "pdf", "svg"])
-    p.add_argument("--dpi", type=int, default=200)
+    p.add_argument("--dpi", type=positive_int, default=200)
     p.set_defaults(func=cmd_figures)
 
 

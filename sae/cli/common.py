@@ -1,10 +1,42 @@
-"""Helpers every ``sae`` subcommand shares: printers of workspace, run and metrics summaries, shared options."""
+"""Helpers every ``sae`` subcommand shares: printers of workspace, run and metrics summaries, shared
+options, and the ``type=`` checkers of numeric options (a bad value is an ``error:`` line naming the
+option and its valid range, before any work starts)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+from collections.abc import Callable
 
 from sae.compute import MEMORY_BUDGET_GB
+from sae.errors import SaeError
+
+
+def _checked(kind: type, ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An argparse ``type=``: parse ``kind`` (int or float) and keep it only when ``ok``; else say ``rule``."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun} {rule} (got {text!r})") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"must be {noun} {rule} (got {text!r})")
+        return value
+
+    parse.__name__ = rule  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _checked(int, lambda v: v > 0, ">= 1")
+non_negative_int = _checked(int, lambda v: v >= 0, ">= 0")
+positive_float = _checked(float, lambda v: v > 0, "> 0")
+non_negative_float = _checked(float, lambda v: v >= 0, ">= 0")
+finite_float = _checked(float, lambda v: True, "other than nan or inf")
+probability = _checked(float, lambda v: 0 < v < 1, "strictly between 0 and 1")
+fraction = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def print_info(ws) -> None:
@@ -34,7 +66,14 @@ def print_info(ws) -> None:
                 print(f"  {name:<16} {kind:<5} min {values.min():.4g}, mean {values.mean():.4g}, max {values.max():.4g}")
             else:
                 print(f"  {name:<16} {kind:<5} {values.nunique():,} distinct values")
-    print(f"SAEs       {len(info['saes'])}" + "".join(f"\n  {json.dumps(r)}" for r in info["saes"]))
+    print(f"SAEs       {len(info['saes'])}")
+    for r in info["saes"]:
+        parts = {k: v for k, v in r.items() if k in ("run", "arch", "n_latents", "k")}
+        print(f"  {json.dumps(parts)}  " + ", ".join(f"{k} {r[k] if r[k] in ('ok', 'missing') else 'STALE'}"
+                                                     for k in ("model", "codes", "metrics", "labels") if k in r))
+        for k in ("model", "codes", "metrics", "labels"):
+            if str(r.get(k, "")).startswith("stale"):
+                print(f"    warning: {r['run']} {k} is {r[k]}")
 
 
 def print_metrics(run) -> None:
@@ -59,24 +98,24 @@ def add_sae_args(p) -> None:
     from sae.models import ARCHS
 
     p.add_argument("--arch", choices=list(ARCHS), default="topk")
-    p.add_argument("--n", type=int, default=4096, help="dictionary size (number of latents)")
-    p.add_argument("--k", type=int, default=32, help="active latents per row")
-    p.add_argument("--epochs", type=float, default=10.0)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(n / 2^14)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--l1", type=float, default=5.0, help="relu: L1 coefficient")
-    p.add_argument("--aux-k", type=int, default=None, help="AuxK latents (default d/2; 0 disables)")
-    p.add_argument("--holdout", type=float, default=0.1, help="share of rows (the tail) held out for evaluation")
+    p.add_argument("--n", type=positive_int, default=4096, help="dictionary size (number of latents)")
+    p.add_argument("--k", type=positive_int, default=32, help="active latents per row")
+    p.add_argument("--epochs", type=positive_float, default=10.0)
+    p.add_argument("--batch-size", type=positive_int, default=4096)
+    p.add_argument("--lr", type=positive_float, default=None, help="default 2e-4 / sqrt(n / 2^14)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--l1", type=non_negative_float, default=5.0, help="relu: L1 coefficient")
+    p.add_argument("--aux-k", type=non_negative_int, default=None, help="AuxK latents (default d/2; 0 disables)")
+    p.add_argument("--holdout", type=fraction, default=0.1, help="share of rows (the tail) held out for evaluation")
     add_memory_arg(p)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=0)
     add_dask_args(p)
 
 
 def add_memory_arg(p) -> None:
     """``--memory-budget-gb``: per process, per stage (one meaning everywhere, see :mod:`sae.compute`)."""
-    p.add_argument("--memory-budget-gb", type=float, default=MEMORY_BUDGET_GB,
+    p.add_argument("--memory-budget-gb", type=positive_float, default=MEMORY_BUDGET_GB,
                    help=f"memory each stage may use in this process (training rows in memory, index blocks; default {MEMORY_BUDGET_GB:g})")
 
 
@@ -84,8 +123,8 @@ def add_dask_args(p) -> None:
     """``--dask [ADDRESS]``, ``--workers N``, ``--cluster-memory-gb``: run the data-parallel stages on a Dask cluster."""
     p.add_argument("--dask", nargs="?", const="local", metavar="ADDRESS",
                    help="run encoding/indexing (and audit counts) on Dask: a LocalCluster, or the scheduler at ADDRESS")
-    p.add_argument("--workers", type=int, default=2, help="--dask without ADDRESS: LocalCluster worker processes")
-    p.add_argument("--cluster-memory-gb", type=float, default=None, help="--dask: memory for the tasks of the whole cluster (default 4)")
+    p.add_argument("--workers", type=positive_int, default=2, help="--dask without ADDRESS: LocalCluster worker processes")
+    p.add_argument("--cluster-memory-gb", type=positive_float, default=None, help="--dask: memory for the tasks of the whole cluster (default 4)")
 
 
 def dask_config(args):
@@ -96,7 +135,24 @@ def dask_config(args):
 
     budget = getattr(args, "cluster_memory_gb", None)
     return DaskConfig(address=None if args.dask == "local" else args.dask, n_workers=args.workers,
-                      **({"cluster_memory_gb": budget} if budget else {}))
+                      **({"cluster_memory_gb": budget} if budget is not None else {}))
+
+
+def check_device(device: str) -> str:
+    """``--device`` as given when torch knows it and this machine has it; else a :class:`SaeError` saying so."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SaeError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SaeError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SaeError(f"--device {device}: this machine has CUDA devices 0..{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SaeError(f"--device {device}: MPS is not available here; use --device cpu")
+    return device
 
 
 def configs(args, n: int | None = None, k: int | None = None):
@@ -107,5 +163,5 @@ def configs(args, n: int | None = None, k: int | None = None):
     store = Workspace(args.workspace).open_store()
     sae_cfg = SAEConfig(d_in=store.dim, n_latents=n or args.n, k=k or args.k, arch=args.arch, l1_coeff=args.l1, aux_k=args.aux_k)
     train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed, holdout_frac=args.holdout,
-                            memory_budget_gb=args.memory_budget_gb, device=args.device, checkpoint_every=args.checkpoint_every)
+                            memory_budget_gb=args.memory_budget_gb, device=check_device(args.device), checkpoint_every=args.checkpoint_every)
     return sae_cfg, train_cfg

@@ -55,7 +55,7 @@ def stage_train(ws: Workspace, opts: DemoOptions) -> str:
     existing = ws.path / "saes" / name
     run = Run(ws, existing)
     if opts.rebuild or not (existing / "metrics.json").exists() or run.config.get("store_fingerprint") != store.fingerprint:
-        run = train_run(ws, sae_cfg, train_cfg, name=name, evaluate=False)
+        run = train_run(ws, sae_cfg, train_cfg, name=name, overwrite=True, evaluate=False)
         evaluate_run(run, targets=[t for t in DEMO_TARGETS if t in store.columns])
     m = run.metrics()
     rec = m["reconstruction"]

@@ -73,6 +73,10 @@ def print_labels(labels, n: int = 5) -> None:
               f"SAIL's top-2-of-5 {s['sail_top2']:.3f} (chance 0.4), metadata agreement {s['metadata_agreement']:.3f}, "
               f"duplicate labels {s['duplicate_rate']:.1%}, "
               f"contradictions {s['contradictions']}")
+    if s.get("previous"):
+        print(f"  {s['previous']}")
+    if s.get("flagged"):
+        print(f"  {s['flagged']} labels read like instructions (see the flags column); prompts show them only as fenced data")
     cols = [c for c in ["feature", "label", "confidence", "detection", "intruder"] if c in labels.frame]
     for title, df in (("best", labels.best(n)), ("worst", labels.worst(n))):
         print(f"  {title}:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sae.cli.common import positive_int
 from sae.errors import SaeError
 
 
@@ -13,7 +14,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--labels", help="which labels to match (default: the most recent), e.g. metadata")
     p.add_argument("--like", nargs="+", metavar="ITEM", help="example item ids (or row numbers): query by example, "
                    'or a composed query with the text ("like this one, but with a motion artifact")')
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=positive_int, default=10, help="hits (or groups) to show")
     p.add_argument("--where", nargs="*", default=[], metavar="COL=VALUE", help="metadata filters, e.g. orientation=axial")
     p.add_argument("--groups", choices=["max", "mean"], help="rank the store's groups (volume, study, patient) by max or mean pooling")
     p.add_argument("--dense", action="store_true", help="with --like: show the dense-embedding neighbours and their overlap too")
@@ -41,10 +42,14 @@ def _filters(plan, where: list[str]):
 
 
 def _show(frame, contributions=()) -> None:
+    """Print hits (or ranked groups) with display headers; an empty table says so instead of printing pandas' repr."""
     import pandas as pd
 
     from sae.search.index import display_columns
 
+    if frame.empty:
+        print("no hits")
+        return
     with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_colwidth", 40):
         print(display_columns(frame, list(contributions), short=True).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if contributions:

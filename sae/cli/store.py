@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from sae.cli.common import print_info
 
 
 def _add_ingest(sub) -> None:
+    """The ``sae ingest`` parser."""
     p = sub.add_parser("ingest", help="import embeddings (npy, parquet incl. SAIL format, hdf5, image folder) into a workspace")
     p.add_argument("source", help=".npy / .parquet / .h5 file, or a folder of images")
     p.add_argument("workspace", help="workspace folder (the store goes to WORKSPACE/store.zarr)")
@@ -22,11 +24,18 @@ def _add_ingest(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--drop-nonfinite", action="store_true", help="drop NaN/Inf rows (recorded in provenance) instead of failing")
     p.add_argument("--encoder", help="name of the model that produced the embeddings (recorded)")
+    p.add_argument("--no-checksums", action="store_true",
+                   help="new store: no crc32c checksum per chunk (slightly faster; a flipped bit then reads as a wrong number)")
     p.add_argument("--image-size", type=int, default=224, help="images: EfficientNet-Lite0 input size")
     p.add_argument("--thumb-size", type=int, default=64, help="images: thumbnail size stored as previews")
 
 
 def cmd_ingest(args) -> int:
+    """Import a source into the workspace store (new, ``--overwrite`` or ``--append``), then summarise it.
+
+    Every bad input (a missing or damaged source, a second writer, a full disk, no rows) is one
+    ``error:`` line with exit status 2, and the store is left as it was.
+    """
     from sae.run import Workspace
     from sae.store import importers
 
@@ -34,7 +43,7 @@ def cmd_ingest(args) -> int:
     fmt = args.format or importers.guess_format(args.source)
     opts = importers.IngestOptions(
         dest=str(ws.store_path), dtype=args.dtype, append=args.append, overwrite=args.overwrite,
-        drop_nonfinite=args.drop_nonfinite, encoder=args.encoder,
+        drop_nonfinite=args.drop_nonfinite, encoder=args.encoder, checksums=not args.no_checksums,
     )
     t0 = time.perf_counter()
     if fmt == "npy":
@@ -57,13 +66,27 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_info(args) -> int:
+    """Summarise a workspace; a store that is not internally consistent is reported, never shown as fine.
+
+    The store is validated first (arrays present and long enough for ``n_rows``, every chunk there,
+    unique ids). Each problem is one ``warning:`` line on stderr, then the command fails with one
+    ``error:`` line and exit status 2 (``--json`` still prints the summary, whose ``store.problems``
+    lists them); the human summary is not printed for such a store, since its numbers would be wrong.
+    """
+    from sae.errors import StoreError
     from sae.run import Workspace
 
     ws = Workspace(args.workspace)
+    problems = ws.open_store().validate()
     if args.json:
         print(json.dumps(ws.info(), indent=2, default=str))
-    else:
+    elif not problems:
         print_info(ws)
+    if problems:
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        raise StoreError(f"the store {ws.store_path} is inconsistent ({len(problems)} problem{'s' if len(problems) > 1 else ''} "
+                         "above); ingest it again (or restore it from a backup)")
     return 0
 
 

@@ -18,7 +18,8 @@ def cmd_train(args) -> int:
         if run is None:
             return 0
     else:
-        run = train_run(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume, compute=dask_config(args))
+        run = train_run(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume, overwrite=args.overwrite,
+                        compute=dask_config(args))
     print_metrics(run)
     return 0
 

@@ -32,11 +32,17 @@ def _append(arr: zarr.Array, values: np.ndarray) -> None:
     arr[start:] = values
 
 
-def encode_batches(model: SparseAutoencoder, store: Store, batch_size: int, device: str, progress: bool):
-    """Yield the CSR codes of consecutive store batches (streamed, in row order)."""
+def batch_rows(memory_budget_gb: float, width: int, cap: int, copies: int = 4) -> int:
+    """Rows per batch so ``copies`` float32 arrays of ``width`` columns fit the budget (at least 64, at most ``cap``)."""
+    return int(max(64, min(cap, memory_budget_gb * 2**30 // (4 * width * copies))))
+
+
+def encode_batches(model: SparseAutoencoder, store: Store, batch_size: int, device: str, progress: bool,
+                   read_bytes: int = 64 * 2**20):
+    """Yield the CSR codes of consecutive store batches (streamed, in row order; reads of ``read_bytes``)."""
     bar = tqdm(total=store.n_rows, desc="encode codes", unit="rows", disable=not progress)
     with bar:
-        for x in store.iter_batches(batch_size):
+        for x in store.iter_batches(batch_size, read_bytes=read_bytes):
             vals, idx = model.encode(torch.from_numpy(x).to(device))
             csr = model.to_csr(vals, idx)
             bar.update(len(x))
@@ -49,6 +55,7 @@ def encode_store(
     dest: str | os.PathLike,
     *,
     sae_id: str = "",
+    model_digest: str = "",
     batch_size: int = 8192,
     memory_budget_gb: float = MEMORY_BUDGET_GB,
     device: str = "cpu",
@@ -64,20 +71,23 @@ def encode_store(
     if compute is not None:
         from sae.codes.encode_dask import encode_store_dask  # the Dask twin, beside this module
 
-        return encode_store_dask(store, model, dest, compute=compute, sae_id=sae_id, batch_size=batch_size, progress=progress)
+        return encode_store_dask(store, model, dest, compute=compute, sae_id=sae_id, batch_size=batch_size, progress=progress,
+                                 model_digest=model_digest)
     n = model.cfg.n_latents
+    batch_size = batch_rows(memory_budget_gb, store.dim + n, batch_size)
     with building_codes(store, model, dest) as (group, _):
         ptr, lat, val = (_new_array(group, f"rows/{k}", t) for k, t in (("ptr", "int64"), ("latent", "int32"), ("value", "float32")))
         _append(ptr, np.zeros(1, np.int64))
         total, counts = 0, np.zeros(n, np.int64)
-        for csr in encode_batches(model.eval(), store, batch_size, device, progress):
+        read = int(min(64 * 2**20, memory_budget_gb * 2**30 / 8))  # a read (and its prefetched neighbours) within the budget
+        for csr in encode_batches(model.eval(), store, batch_size, device, progress, read_bytes=read):
             _append(ptr, total + csr.indptr[1:].astype(np.int64))
             _append(lat, csr.indices.astype(np.int32))
             _append(val, csr.data.astype(np.float32))
             counts += np.bincount(csr.indices, minlength=n)
             total += csr.nnz
         _build_index(group, counts, store.n_rows, memory_budget_gb, progress)
-        group.attrs.update(codes_attrs(store, model, sae_id, total))
+        group.attrs.update(codes_attrs(store, model, sae_id, total, model_digest))
     return Codes.open(dest, store=store)
 
 
@@ -101,11 +111,14 @@ def _build_index(group: zarr.Group, counts: np.ndarray, n_rows: int, memory_budg
     f_row = group.create_array("features/row", shape=(int(fptr[-1]),), chunks=(_CHUNK,), dtype="int64")
     f_val = group.create_array("features/value", shape=(int(fptr[-1]),), chunks=(_CHUNK,), dtype="float32")
     stats = {name: np.zeros(n, np.float64) for name in STAT_NAMES}
-    budget = max(1, int(memory_budget_gb * 2**30 / 40))  # ~40 bytes per entry while sorting
+    budget = max(1, int(memory_budget_gb * 2**30 / 2 / 40))  # half the budget for the block being sorted, ~40 bytes an entry
+    # the other half for one scan range of the CSR codes (~24 bytes an entry: latent, value, row, mask)
+    l0 = max(1.0, float(fptr[-1]) / max(1, n_rows))
+    scan_rows = int(min(1 << 18, max(1024, memory_budget_gb * 2**30 / 2 / (24 * l0))))
     rows_ptr, rows_lat, rows_val = group["rows/ptr"], group["rows/latent"], group["rows/value"]
     blocks = _feature_blocks(counts, budget)
     for f0, f1 in tqdm(blocks, desc="index features", disable=not progress or len(blocks) == 1):
-        rows, vals = gather_features(rows_ptr, rows_lat, rows_val, n_rows, f0, f1)
+        rows, vals = gather_features(rows_ptr, rows_lat, rows_val, n_rows, f0, f1, scan_rows)
         a, b = int(fptr[f0]), int(fptr[f1])
         if b > a:
             f_row[a:b] = rows

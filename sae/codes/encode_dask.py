@@ -127,6 +127,7 @@ def encode_store_dask(
     compute: DaskConfig | None = None,
     client=None,
     sae_id: str = "",
+    model_digest: str = "",
     batch_size: int = 8192,
     progress: bool = True,
     chunk_entries: int = _CHUNK,
@@ -176,7 +177,7 @@ def encode_store_dask(
         c.gather(futs)
         shutil.rmtree(parts)
         _build_index_dask(c, group, str(build), counts, n_rows, compute, workers, progress, chunk)
-        group.attrs.update(codes_attrs(store, model, sae_id, nnz))
+        group.attrs.update(codes_attrs(store, model, sae_id, nnz, model_digest))
     return Codes.open(dest, store=store)
 
 

@@ -50,21 +50,25 @@ def building_codes(store: Store, model: SparseAutoencoder, dest: str | os.PathLi
     replace_dir(build, dest)
 
 
-def codes_attrs(store: Store, model: SparseAutoencoder, sae_id: str, nnz: int) -> dict:
-    """The attributes a finished ``codes.zarr`` carries (what ``Codes.open`` checks)."""
+def codes_attrs(store: Store, model: SparseAutoencoder, sae_id: str, nnz: int, model_digest: str = "") -> dict:
+    """The attributes a finished ``codes.zarr`` carries (what ``Codes.open`` and ``Run.codes`` check):
+    the store fingerprint and the digest of the model that encoded it."""
     return {"sae_workbench": "codes", "schema_version": SCHEMA_VERSION, "store_fingerprint": store.fingerprint,
-            "sae": sae_id, "n_rows": store.n_rows, "n_latents": model.cfg.n_latents, "nnz": int(nnz), "arch": model.cfg.arch}
+            "sae": sae_id, "n_rows": store.n_rows, "n_latents": model.cfg.n_latents, "nnz": int(nnz), "arch": model.cfg.arch,
+            "model_digest": model_digest}
 
 
-def gather_features(rows_ptr, rows_lat, rows_val, n_rows: int, f0: int, f1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Posting entries (rows, values) of features ``f0:f1``, one scan of the CSR codes.
+def gather_features(rows_ptr, rows_lat, rows_val, n_rows: int, f0: int, f1: int, scan_rows: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """Posting entries (rows, values) of features ``f0:f1``, one scan of the CSR codes, ``scan_rows`` rows at a time.
 
     Ordered by feature, then strongest first; equal values keep row order (a stable sort), so the
-    result does not depend on how the features were split into blocks (the Dask path relies on it).
+    result does not depend on how the features were split into blocks or the scan into row ranges
+    (the Dask path relies on it).
     """
     lat_parts, row_parts, val_parts = [], [], []
-    for r0 in range(0, n_rows, 1 << 18):
-        r1 = min(n_rows, r0 + (1 << 18))
+    scan_rows = max(1, int(scan_rows))
+    for r0 in range(0, n_rows, scan_rows):
+        r1 = min(n_rows, r0 + scan_rows)
         p = np.asarray(rows_ptr[r0 : r1 + 1])
         lat = np.asarray(rows_lat[int(p[0]) : int(p[-1])])
         keep = (lat >= f0) & (lat < f1)

@@ -32,6 +32,8 @@ class Codes:
         self.n_latents = int(attrs["n_latents"])
         self.nnz = int(attrs["nnz"])
         self.store_fingerprint = str(attrs["store_fingerprint"])
+        self.model_digest = str(attrs.get("model_digest", ""))
+        """Digest of the model that encoded these codes ("" for codes written before it was recorded)."""
         self._fptr = np.asarray(_zarr.array(group, "features/ptr")[:])
         self._rptr: np.ndarray | None = None
         self._arrays: dict[str, zarr.Array] = {}

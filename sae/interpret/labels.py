@@ -2,10 +2,17 @@
 
 On disk, next to the SAE (``saes/<run>/``):
 - ``labels-<labeler>.parquet``: one row per feature (label, description, confidence, evidence, status,
-  error) with its scores (detection, intruder, metadata_agreement, contradiction, duplicate, judge);
+  error, flags) with its scores (detection, intruder, metadata_agreement, contradiction, duplicate, judge);
+  ``flags`` names the instruction-like patterns a label or description matches (``""``: none; see
+  :data:`sae.llm_safety.INSTRUCTION_PATTERNS`);
 - ``labels-<labeler>.json``: the summary, the labeler and judge settings, the store fingerprint;
 - ``.labels-<labeler>.progress.jsonl`` while a run is in flight: each label is appended (and
   fsync'd) the moment it lands, so a crash loses nothing and a re-run asks only for what is missing.
+
+A run over some features (``features=...``, ``sae label --features 0-4``) merges: the features labeled
+now replace their rows, every other feature keeps its row from the previous file (only when that file
+is for the same store fingerprint and labeler; a stale one is not merged, with a warning and a note in
+the summary), and the summary and duplicate flags are recomputed over the merged table.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import html
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +31,13 @@ import numpy as np
 import pandas as pd
 
 from sae._io import atomic_path, atomic_write_text
+from sae._lock import exclusive
 from sae.errors import LabelError, StaleArtifactError
 from sae.interpret.edits import apply_edits, read_edits, record_edit
 from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
 from sae.interpret.labelers import DEAD, FAILED, OK, UNEXPLAINED, Label, Labeler, MetadataLabeler
-from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig
+from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig, duplicate_flags
+from sae.llm_safety import instruction_flags
 
 if TYPE_CHECKING:
     from sae.run import Run
@@ -116,12 +126,18 @@ def _read_progress(path: Path) -> dict[int, dict]:
     return done
 
 
-def _previous(run_path: Path, labeler_id: str, fingerprint: str) -> dict[int, dict]:
-    """Finished labels from an earlier run of the same labeler on the same store (failures excluded)."""
+def _same_sources(doc: dict, fingerprint: str, model_digest: str) -> bool:
+    """Whether a labels document was made from this store and this model (files from before the model
+    digest was recorded count as this model's)."""
+    return doc.get("store_fingerprint") == fingerprint and doc.get("model_digest", model_digest) == model_digest
+
+
+def _previous(run_path: Path, labeler_id: str, fingerprint: str, model_digest: str = "") -> dict[int, dict]:
+    """Finished labels from an earlier run of the same labeler on the same store and model (failures excluded)."""
     done: dict[int, dict] = {}
     path = labels_path(run_path, labeler_id)
     meta = path.with_suffix(".json")
-    if path.exists() and meta.exists() and json.loads(meta.read_text()).get("store_fingerprint") == fingerprint:
+    if path.exists() and meta.exists() and _same_sources(json.loads(meta.read_text()), fingerprint, model_digest):
         for rec in pd.read_parquet(path)[LABEL_COLUMNS].to_dict("records"):
             rec["evidence"] = list(rec["evidence"]) if rec["evidence"] is not None else []
             done[int(rec["feature"])] = rec
@@ -150,11 +166,48 @@ def _make_judge(judge: str | Judge | None, labeler: Labeler) -> Judge | None:
     raise LabelError(f"unknown judge {judge!r}: use 'embedding', 'llm' or None")
 
 
+def label_flags(frame: pd.DataFrame) -> pd.Series:
+    """Per row, the instruction-like patterns its label or description matches, comma-separated ("" = none)."""
+    texts = frame["label"].fillna("").astype(str) + " " + frame["description"].fillna("").astype(str)
+    return pd.Series([", ".join(instruction_flags(t)) for t in texts], index=frame.index, dtype=object)
+
+
+def _merge_previous(run_path: Path, labeler_id: str, fingerprint: str, frame: pd.DataFrame, model_digest: str = "") -> tuple[pd.DataFrame, str]:
+    """``frame`` (the features labeled now) over the previous file's other rows, and a note saying what happened."""
+    path = labels_path(run_path, labeler_id)
+    if not path.exists():
+        return frame, ""
+    try:
+        doc = json.loads(path.with_suffix(".json").read_text())
+        old = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        doc, old, why = {}, None, f"it cannot be read ({e})"
+    else:
+        why = ("it was made for another version of the store or another model" if not _same_sources(doc, fingerprint, model_digest) else
+               f"it was written by {doc.get('labeler')!r}" if doc.get("labeler") not in (None, labeler_id) else "")
+    if old is None or why:
+        note = f"previous {path.name} not merged: {why}; it is replaced by the {len(frame)} features labeled now"
+        warnings.warn(note, stacklevel=3)
+        return frame, note
+    keep = old[~old["feature"].isin(frame["feature"])].drop(columns=["flags"], errors="ignore")
+    merged = pd.concat([frame, keep], ignore_index=True) if len(keep) else frame
+    merged = merged.sort_values("feature", kind="stable").reset_index(drop=True)
+    if "duplicate" in merged:
+        ok = merged["status"].eq(OK).to_numpy()
+        merged["duplicate"] = False
+        merged.loc[ok, "duplicate"] = duplicate_flags(merged.loc[ok, "label"]).to_numpy()
+    if "contradiction" in merged:
+        merged["contradiction"] = merged["contradiction"].fillna("")
+    return merged, f"kept {len(keep)} features from the previous labels; {len(frame)} labeled in this run"
+
+
 def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     """Headline numbers: counts per status, duplicate rate and mean scores (with their chance levels)."""
     ok = frame[frame["status"] == OK]
     out: dict[str, Any] = {"features": int(len(frame))}
     out.update({s: int((frame["status"] == s).sum()) for s in (OK, UNEXPLAINED, DEAD, FAILED)})
+    if "flags" in frame:
+        out["flagged"] = int(frame["flags"].astype(str).ne("").sum())
     if "duplicate" in frame and len(ok):
         out["duplicate_rate"] = float(ok["duplicate"].astype(bool).mean())
         for col in ("detection", "intruder", "sail_top2", "metadata_agreement"):
@@ -167,7 +220,15 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
 def label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None = None, builder: EvidenceBuilder | None = None,
               evidence: EvidenceConfig | None = None, judge: str | Judge | None = "embedding",
               scoring: ScoringConfig | None = None, progress: bool = True) -> LabelSet:
-    """Label (and score) the features of an :class:`~sae.pipeline.Run`; resumable, see the module docstring."""
+    """Label (and score) the features of an :class:`~sae.run.Run`; resumable, see the module docstring.
+    The run is locked meanwhile (a second labeler of the same run is refused, naming the holder)."""
+    with exclusive(run.path, f"sae label {run.name}"):
+        return _label_run(run, labeler, features=features, builder=builder, evidence=evidence, judge=judge, scoring=scoring,
+                          progress=progress)
+
+
+def _label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None, builder: EvidenceBuilder | None,
+               evidence: EvidenceConfig | None, judge: str | Judge | None, scoring: ScoringConfig | None, progress: bool) -> LabelSet:
     store = run.verify().store
     builder = builder or EvidenceBuilder.of(run, evidence, progress=progress)
     feats = list(range(builder.codes.n_latents)) if features is None else sorted({builder.codes._check_feature(f) for f in features})
@@ -175,7 +236,7 @@ def label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None = No
     if hasattr(labeler, "sibling_labels") and not labeler.sibling_labels:
         labeler.sibling_labels = sibling_labels(builder, packs)
     # offline labelers are instant and deterministic: always recompute (their code may have changed)
-    done = _previous(run.path, labeler.id, store.fingerprint) if getattr(labeler, "resumable", True) else {}
+    done = _previous(run.path, labeler.id, store.fingerprint, run.model_digest) if getattr(labeler, "resumable", True) else {}
     todo = [packs[f] for f in feats if f not in done]
     prog = _progress_path(run.path, labeler.id)
     t0 = time.perf_counter()
@@ -192,7 +253,13 @@ def label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None = No
     judge_obj = _make_judge(judge, labeler)
     if judge_obj is not None:
         frame = frame.merge(LabelScorer(builder, judge_obj, scoring).score(frame, packs, progress=progress), on="feature", how="left")
+    note = ""
+    if features is not None:  # a partial run: every other feature keeps its previous label
+        frame, note = _merge_previous(run.path, labeler.id, store.fingerprint, frame, run.model_digest)
+    frame["flags"] = label_flags(frame)
     summary = summarize(frame)
+    if note:
+        summary["previous"] = note
     summary["labeled_now"] = len(todo)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     out = _save(run, labeler, frame, summary, store.fingerprint, judge_obj, builder.cfg, scoring, prog)
@@ -203,7 +270,8 @@ def label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None = No
 def _save(run, labeler, frame, summary, fingerprint, judge, evidence_cfg, scoring, prog: Path) -> LabelSet:
     path = labels_path(run.path, labeler.id)
     client = getattr(labeler, "client", None)
-    doc = {"labeler": labeler.id, "sae_run": run.name, "store_fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    doc = {"labeler": labeler.id, "sae_run": run.name, "store_fingerprint": fingerprint, "model_digest": run.model_digest,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "judge": getattr(judge, "name", None), "evidence_config": asdict(evidence_cfg),
            "scoring_config": asdict(scoring or ScoringConfig()), "llm": client.config.public() if client else None,
            "summary": summary}
@@ -227,5 +295,8 @@ def load_labels(run: Run, labeler: str | None = None, store: Store | None = None
     store = store or run.store
     if doc.get("store_fingerprint") != store.fingerprint:
         raise StaleArtifactError(f"{path.name} was made for another version of the store; re-run `sae label`")
+    if doc.get("model_digest") and doc["model_digest"] != run.model_digest:
+        raise StaleArtifactError(f"{path.name} was made for another model of run {run.name} (it was retrained); re-run `sae label`")
     frame = apply_edits(pd.read_parquet(path), read_edits(run.path)) if edits else pd.read_parquet(path)
+    frame["flags"] = label_flags(frame)  # of the text as shown (hand edits included), by today's pattern list
     return LabelSet(frame, doc.get("summary", {}), doc["labeler"], path, run=run)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from sae.llm_safety import instruction_flags
+
 LABEL_VERSION = "label-v2"
 COMPACT_VERSION = "label-compact-v1"
 DETECT_VERSION = "detect-v1"
@@ -41,9 +43,20 @@ LABEL_SYSTEM = (
 )
 
 
+def _defang(text: str) -> str:
+    """Untrusted text that can neither close nor open a data block, nor spell a chat-template token (``<|im_start|>``)."""
+    return str(text).replace("</data>", "</ data>").replace("<data>", "< data>").replace("<|", "< |").replace("|>", "| >")
+
+
 def fence(text: str) -> str:
     """Wrap untrusted text so it cannot close the data block or pose as instructions."""
-    return "<data>\n" + str(text).replace("</data>", "</ data>").replace("<data>", "< data>") + "\n</data>"
+    return "<data>\n" + _defang(text) + "\n</data>"
+
+
+def plain_labels(sibling_labels: dict[int, str]) -> dict[int, str]:
+    """The sibling labels that read as plain data: instruction-like ones (see
+    :func:`sae.llm_safety.instruction_flags`) are dropped where a prompt cannot fence them."""
+    return {f: lab for f, lab in sibling_labels.items() if not instruction_flags(lab)}
 
 
 def _items_block(df: pd.DataFrame, prefix: str, with_activation: bool = True) -> str:
@@ -102,13 +115,14 @@ def compact_label_messages(pack, sibling_labels: dict[int, str], max_terms: int 
     """A short few-shot prompt for small or base (not instruction-tuned) local models.
 
     Two worked examples from another domain (chest X-rays) teach the answer's shape without giving
-    away words; the evidence is reduced to the enriched terms and the sibling labels.
+    away words; the evidence is reduced to the enriched terms and the sibling labels. Small models
+    read this prompt without a ``<data>`` fence, so instruction-like sibling labels are left out.
     """
-    sib = "; ".join(f'"{lab}"' for lab in list(sibling_labels.values())[:3])
+    sib = "; ".join(f'"{lab}"' for lab in list(plain_labels(sibling_labels).values())[:3])
     query = f"Feature {pack.feature} fires on items with: {_term_line(pack.enriched().head(max_terms))}.\n"
     if sib:
         query += f"Related features are called: {sib}.\n"
-    return [{"role": "user", "content": COMPACT_EXAMPLES + fence(query).removeprefix("<data>\n").removesuffix("\n</data>")}]
+    return [{"role": "user", "content": COMPACT_EXAMPLES + _defang(query)}]
 
 
 def detect_messages(label: str, items: Sequence[str]) -> list[dict]:

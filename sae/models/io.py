@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,9 +27,25 @@ def save_sae(model: SparseAutoencoder, folder: str | os.PathLike, extra: dict[st
     tensors = {k: v.detach().cpu().contiguous() for k, v in folded.state_dict().items()}
     with atomic_path(folder / MODEL_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"arch": model.cfg.arch})
-    doc = {**model.cfg.to_dict(), "input_scale": float(model.scale), "scale_folded": True, **(extra or {})}
+        digest = file_digest(tmp)
+    doc = {**model.cfg.to_dict(), "input_scale": float(model.scale), "scale_folded": True, "model_digest": digest, **(extra or {})}
     atomic_write_text(folder / CONFIG_FILE, json.dumps(doc, indent=2))
     return folder
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (first 16 bytes, hex) of a file's content: the identity of a saved model."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:32]
+
+
+def model_digest(folder: str | os.PathLike) -> str:
+    """The digest of a run folder's model: recorded in its config.json, or computed (runs saved before it was recorded)."""
+    doc = read_config(folder)
+    return str(doc.get("model_digest") or file_digest(Path(folder) / MODEL_FILE))
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:

@@ -115,6 +115,12 @@ class Scored:
     notes: list[str]
 
 
+def _check_top(top: int) -> None:
+    """Refuse a ``top`` that is not a positive integer (a negative one would silently cut from the end)."""
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise SaeError(f"top must be a positive integer (hits to return), got {top!r}")
+
+
 def presences(codes: Codes, rows: np.ndarray, scale: np.ndarray, dtype=np.float32) -> sp.csr_matrix:
     """Items x features presences of ``rows``: activation / ``scale`` (each feature's calibration quantile), clipped to 1."""
     m = codes.rows(rows).tocsr().astype(dtype)
@@ -235,18 +241,26 @@ class ConceptIndex:
             if len(cand) == 0:
                 cand, strict = self._union(c.feature for g in required for c in g), False
                 notes.append("no item shows every required concept of the plan: showing items with some of them, best first")
-        elif groups:
+        else:  # soft concepts only (score() refuses a plan without a positive concept)
             cand = self._union(c.feature for g in groups for c in g)
-        else:
-            cand = np.arange(self.n_rows)
         if allowed is not None:
             cand = cand[allowed[cand]]
+        if len(cand) == 0:  # not even a partial match: say so rather than "showing items with some of them"
+            where = " passing the filters" if allowed is not None else ""
+            notes[:] = [f"no item{where} shows any concept of the plan: nothing to rank"]
         return cand, strict, notes
 
     def score(self, plan: QueryPlan, allowed: np.ndarray | None = None) -> Scored:
-        """Score every candidate of ``plan``; ``allowed`` (bool per row) restricts the candidates."""
+        """Score every candidate of ``plan``; ``allowed`` (bool per row) restricts the candidates.
+
+        A plan needs a positive concept: negated ones only exclude items, so a plan without one
+        (empty, or every concept dropped or negated) would rank arbitrary items, and is refused."""
         if not plan.concepts:
-            raise SaeError(f"the plan for {plan.query!r} has no concepts; add one with plan.add(feature)")
+            raise SaeError(f"the plan for {plan.query!r} has no concepts (no positive concept): add one with plan.add(feature)")
+        if not plan.positives:
+            raise SaeError(f"the plan for {plan.query!r} has no positive concept: add one with plan.add(feature) "
+                           f"(or un-negate one of {[c.feature for c in plan.negatives]}); negated concepts only exclude items, "
+                           "so a query like 'without X' needs something to look for, e.g. 'axial slices without X'")
         for c in plan.concepts:
             self._check(c.feature)
         if allowed is not None and len(allowed) != self.n_rows:
@@ -271,6 +285,7 @@ class ConceptIndex:
 
     def search(self, plan: QueryPlan, top: int = 20, allowed: np.ndarray | None = None) -> SearchResult:
         """Rank items for ``plan``: the ``top`` best with their per-concept contributions."""
+        _check_top(top)
         s = self.score(plan, allowed)
         keep = np.arange(len(s.rows))
         if len(keep) > 4 * top + 1024:  # keep the sort small: only the best candidates matter
@@ -290,6 +305,7 @@ class ConceptIndex:
         """
         if pool not in POOLING:
             raise SaeError(f"unknown pooling {pool!r}; use one of {POOLING}")
+        _check_top(top)
         s = self.score(plan, allowed)
         n_groups = len(group_names)
         codes = group_codes[s.rows]

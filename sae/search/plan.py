@@ -85,6 +85,8 @@ class QueryPlan:
         return replace(self, concepts=self.concepts + (new,), planner=self._edited())
 
     def drop(self, feature: int) -> QueryPlan:
+        """The plan without ``feature``. Dropping may leave no positive concept (an intermediate edit);
+        searching such a plan is refused (:meth:`ConceptIndex.score`), never answered with arbitrary items."""
         i = self._find(feature)
         return replace(self, concepts=self.concepts[:i] + self.concepts[i + 1 :], planner=self._edited())
 

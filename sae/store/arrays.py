@@ -27,3 +27,13 @@ def row_arrays(group: zarr.Group) -> list[str]:
     names += [f"{META}/{c}" for c in _zarr.attrs(group).get("columns", {})]
     names += [p for p in (PREVIEW_IMAGES, PREVIEW_TEXT) if member(group, p) is not None]
     return names
+
+
+def drop_orphan_meta(group: zarr.Group, expected: set[str]) -> None:
+    """Remove metadata arrays left by an interrupted first append that never committed."""
+    meta = _zarr.group_or_none(group, META)
+    if meta is None:
+        return
+    for name in list(meta.array_keys()):
+        if name not in expected:
+            del meta[name]

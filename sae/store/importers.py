@@ -2,7 +2,9 @@
 
 Every importer streams its source in row batches into :class:`~sae.store.Store`, so sources larger
 than memory work, and writes inside one create (or one append transaction): an interrupted import
-leaves either the old store or nothing.
+leaves either the old store or nothing, and so does a source with no rows. Sources are opened by
+:mod:`sae.store.sources` (a damaged file is one error naming it) and metadata tables are read by
+:mod:`sae.store.tables` (ids and identifier-like columns stay the text they are in the file).
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from sae.errors import MetadataError, StoreError, UnknownColumnError
+from sae.store.sources import any_colour, load_images, load_npy, open_hdf5, open_parquet, parquet_batches
 from sae.store.store import Store
+from sae.store.tables import ID_COLUMN_GUESSES, read_table, split_ids
 
-ID_COLUMN_GUESSES = ("id", "image_id", "item_id", "uid", "image_path", "path", "filename", "file")
+__all__ = ["ID_COLUMN_GUESSES", "IMPORTERS", "IngestOptions", "RowBatch", "from_hdf5", "from_image_folder", "from_numpy",
+           "from_parquet", "guess_format", "ingest_batches", "read_table", "split_ids"]
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 
@@ -41,6 +47,8 @@ class IngestOptions:
     batch_rows: int = 65536
     chunk_rows: int | None = None
     compressor: str | None = None
+    checksums: bool = True
+    """End every chunk of a new store in a crc32c checksum (a damaged chunk is an error, not wrong numbers)."""
     encoder: str | dict | None = None
     progress: bool = True
 
@@ -57,8 +65,12 @@ class RowBatch:
 
 
 def ingest_batches(batches: Iterable[RowBatch], dim: int, total: int | None, opts: IngestOptions, provenance: dict) -> Store:
-    """Write batches into a new store (or append to one) atomically; returns the opened store."""
-    bar = tqdm(total=total, unit="rows", desc="ingest", disable=not opts.progress)
+    """Write batches into a new store (or append to one) atomically; returns the opened store.
+
+    The store's write lock is held throughout (a second writer is refused at once). A source that
+    yields no rows (or only non-finite ones, dropped) is refused inside the create / transaction, so
+    nothing is written and an existing store stays as it was.
+    """
     written = dropped = 0
     ctx: AbstractContextManager[Any]
     if opts.append:
@@ -67,49 +79,22 @@ def ingest_batches(batches: Iterable[RowBatch], dim: int, total: int | None, opt
     else:
         store = Store.create(
             opts.dest, dim, dtype=opts.dtype, encoder=opts.encoder, provenance=provenance,
-            chunk_rows=opts.chunk_rows, compressor=opts.compressor, overwrite=opts.overwrite,
+            chunk_rows=opts.chunk_rows, compressor=opts.compressor, overwrite=opts.overwrite, checksums=opts.checksums,
         )
         ctx = store
-    with bar, ctx:
+    with ctx, tqdm(total=total, unit="rows", desc="ingest", disable=not opts.progress) as bar:  # the lock first, then the bar
         for b in batches:
             n = store.append(b.embeddings, b.ids, b.meta, images=b.images, texts=b.texts, drop_nonfinite=opts.drop_nonfinite)
             written += n
             dropped += len(b.embeddings) - n
             bar.update(len(b.embeddings))
+        if written == 0:
+            why = "the source had no rows to import" if dropped == 0 else f"all {dropped} rows were non-finite and dropped"
+            kept = "the store is unchanged" if opts.append or opts.overwrite else "no store was written"
+            raise StoreError(f"{why}; nothing was imported ({kept})")
         if opts.append:
             store.update_provenance(appended=[*store.provenance.get("appended", []), provenance])
-    if written == 0 and not opts.append:
-        raise StoreError("the source had no rows to import") if dropped == 0 else StoreError(
-            f"all {dropped} rows were non-finite and dropped; nothing was imported"
-        )
     return Store.open(store.url, mode="r")
-
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a metadata table from CSV, TSV or Parquet (chosen by suffix)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet" or suffix == ".pq":
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=True)
-    raise MetadataError(f"metadata table {path} must be .csv, .tsv or .parquet")
-
-
-@overload
-def split_ids(meta: None, id_column: str | None) -> tuple[None, None]: ...
-@overload
-def split_ids(meta: pd.DataFrame, id_column: str | None) -> tuple[list[str] | None, pd.DataFrame]: ...
-def split_ids(meta: pd.DataFrame | None, id_column: str | None) -> tuple[list[str] | None, pd.DataFrame | None]:
-    """Take the id column out of a metadata table (explicit name, else a common name, else none)."""
-    if meta is None:
-        return None, None
-    if id_column is not None and id_column not in meta.columns:
-        raise UnknownColumnError(f"id column {id_column!r} not in the metadata; available: {list(meta.columns)}")
-    column = id_column or next((c for c in ID_COLUMN_GUESSES if c in meta.columns), None)
-    if column is None:
-        return None, meta
-    return meta[column].astype(str).tolist(), meta.drop(columns=[column])
 
 
 def _slices(n: int, step: int) -> Iterator[slice]:
@@ -128,10 +113,10 @@ def from_numpy(
 ) -> Store:
     """Import a ``.npy`` file (memory-mapped, streamed) or an in-memory array plus an optional table."""
     source = str(embeddings) if not isinstance(embeddings, np.ndarray) else "array"
-    arr = np.load(embeddings, mmap_mode="r") if not isinstance(embeddings, np.ndarray) else embeddings
+    arr = load_npy(embeddings) if not isinstance(embeddings, np.ndarray) else embeddings
     if arr.ndim != 2:
         raise StoreError(f"embeddings must be 2-D (rows x dim), got shape {arr.shape} from {source}")
-    table = read_table(meta) if isinstance(meta, (str, os.PathLike)) else meta
+    table = read_table(meta, id_column) if isinstance(meta, (str, os.PathLike)) else meta
     table_ids, table = split_ids(table, id_column)
     ids = list(ids) if ids is not None else table_ids
     for name, part in (("ids", ids), ("metadata", table)):
@@ -192,9 +177,7 @@ def from_parquet(
     meta_columns: Sequence[str] | None = None,
 ) -> Store:
     """Import a Parquet file, streamed by row group; SAIL's format (raw bytes + shape/dtype) included."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     names = pf.schema_arrow.names
     if embedding_column not in names:
         raise UnknownColumnError(f"embedding column {embedding_column!r} not in {path}; available: {names}")
@@ -206,11 +189,10 @@ def from_parquet(
     if id_column is not None and id_column not in names:
         raise UnknownColumnError(f"id column {id_column!r} not in {path}; available: {names}")
     columns = list(dict.fromkeys(keep + ([id_column] if id_column else [])))
-    dim = _parquet_dim(pf, embedding_column)
+    dim = _parquet_dim(pf, path, embedding_column)
 
     def batches() -> Iterator[RowBatch]:
-        for rb in pf.iter_batches(batch_size=min(opts.batch_rows, 16384)):
-            df = rb.to_pandas()
+        for df in parquet_batches(pf, path, min(opts.batch_rows, 16384)):
             emb = decode_embedding_column(df, embedding_column)
             ids, meta = split_ids(df[columns], id_column)
             yield RowBatch(emb, ids, meta if meta is not None and len(meta.columns) else None)
@@ -219,10 +201,12 @@ def from_parquet(
     return ingest_batches(batches(), dim, pf.metadata.num_rows, opts, prov)
 
 
-def _parquet_dim(pf, column: str) -> int:
-    for rb in pf.iter_batches(batch_size=1, columns=[c for c in pf.schema_arrow.names if c.startswith(column)]):
-        return decode_embedding_column(rb.to_pandas(), column).shape[1]
-    raise StoreError("the Parquet file has no rows")
+def _parquet_dim(pf, path: str | os.PathLike, column: str) -> int:
+    """Embedding width from the first row; a file without rows has nothing to import."""
+    for df in parquet_batches(pf, path, 1):
+        if len(df):
+            return decode_embedding_column(df, column).shape[1]
+    raise StoreError(f"the Parquet file {path} has no rows; nothing was imported")
 
 
 # ---------------------------------------------------------------------- HDF5
@@ -236,9 +220,7 @@ def from_hdf5(
     meta: pd.DataFrame | str | os.PathLike | None = None,
 ) -> Store:
     """Import an HDF5 file: a 2-D dataset, optional ids dataset and a group of 1-D metadata datasets."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         if dataset not in f:
             raise UnknownColumnError(f"dataset {dataset!r} not in {path}; available: {list(f.keys())}")
         ds = f[dataset]
@@ -295,20 +277,23 @@ def from_image_folder(
     """Embed every image under ``folder`` with ``encoder`` (default EfficientNet-Lite0) and store thumbnails.
 
     Ids are paths relative to ``folder``; the parent folder name becomes the ``label`` column; an
-    optional table (joined on the id column) adds metadata.
+    optional table (joined on the id column) adds metadata. A folder of greyscale images keeps 2-D
+    thumbnails; one with any colour image reads every image as RGB. A file that does not decode is
+    an error naming it (checked from the headers before any encoding, decoded batch by batch).
     """
-    from sae.encoders import EfficientNetLite0Encoder, load_image, thumbnail
+    from sae.encoders import EfficientNetLite0Encoder, thumbnail
 
-    encoder = encoder or EfficientNetLite0Encoder()
     folder = Path(folder)
     files = find_images(folder)
+    colour = any_colour(files)
+    encoder = encoder or EfficientNetLite0Encoder()
     ids = [p.relative_to(folder).as_posix() for p in files]
     base = pd.DataFrame({"label": [p.parent.name if p.parent != folder else "" for p in files]})
     table = _join_table(ids, base, meta, id_column)
 
     def batches() -> Iterator[RowBatch]:
         for sl in _slices(len(files), min(opts.batch_rows, 256)):
-            images = [load_image(p) for p in files[sl]]
+            images = load_images(files[sl], colour)
             emb = encoder.encode(images, progress=False)
             thumbs = np.stack([thumbnail(im, thumbnail_size) for im in images])
             yield RowBatch(emb, ids[sl], table.iloc[sl].reset_index(drop=True), images=thumbs)
@@ -321,7 +306,7 @@ def from_image_folder(
 def _join_table(ids: list[str], base: pd.DataFrame, meta, id_column: str | None) -> pd.DataFrame:
     if meta is None:
         return base
-    table = read_table(meta) if isinstance(meta, (str, os.PathLike)) else meta
+    table = read_table(meta, id_column) if isinstance(meta, (str, os.PathLike)) else meta
     table_ids, table = split_ids(table, id_column)
     if table_ids is None:
         raise MetadataError("the image metadata table needs an id column (relative image path) to join on")

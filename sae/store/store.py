@@ -3,7 +3,9 @@
 This module holds :class:`Store` and its read path (open, properties, row / metadata / preview
 reads, streaming, summaries). The write path (create, append, transactions, commit) is the
 :class:`~sae.store.writer.StoreWriter` mixin and batch validation lives in :mod:`sae.store.validate`.
-Readers only ever look at the committed rows (``n_rows``), so they never see a half-appended batch.
+Readers only ever look at the committed rows (``n_rows``), so they never see a half-appended batch,
+and never a damaged one: every read first checks that the array holds every chunk ``n_rows`` needs
+(listed once per array, see :mod:`sae.store.integrity`) and names a chunk that fails to decode.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import zarr
 from numpy.typing import DTypeLike
 
 from sae import _zarr
-from sae.errors import IncompleteStoreError, SchemaVersionError, StoreError, UnknownColumnError, preview_list
+from sae.errors import SaeError, StoreError, UnknownColumnError, preview_list
 from sae.store.arrays import member, row_arrays
+from sae.store.integrity import ChunkIndex, CorruptChunkError, check_root_attrs, reading, scan_chunks
 from sae.store.location import is_local, local_path
-from sae.store.schema import EMBEDDINGS, IDS, META, PREVIEW_IMAGES, PREVIEW_TEXT, SCHEMA_VERSION
+from sae.store.schema import EMBEDDINGS, IDS, META, PREVIEW_IMAGES, PREVIEW_TEXT
 from sae.store.stream import BatchStream
 from sae.store.writer import StoreWriter
 
@@ -43,6 +46,7 @@ class Store(StoreWriter):
         self.url = url
         self._group = group
         self._ids_cache: np.ndarray | None = None
+        self._chunks = ChunkIndex()
         self._init_write_state(writable=writable, final_path=final_path)
 
     @classmethod
@@ -55,21 +59,15 @@ class Store(StoreWriter):
             raise StoreError(f"no store at {url}")
         try:
             group = zarr.open_group(url, mode="r" if mode == "r" else "r+", zarr_format=3)
+            attrs: dict[str, Any] = group.attrs.asdict()
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise StoreError(f"no store at {url}: {exc}") from exc
-        attrs: dict[str, Any] = group.attrs.asdict()
-        if attrs.get("sae_workbench") != "store":
-            raise StoreError(f"{url} is a Zarr group but not an sae-workbench store (no 'sae_workbench' attribute)")
-        version = int(attrs.get("schema_version", -1))
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{url} has schema_version {version}, newer than this sae-workbench understands "
-                f"({SCHEMA_VERSION}); upgrade with `pip install -U sae-workbench`"
-            )
-        if not attrs.get("complete", False):
-            raise IncompleteStoreError(
-                f"{url} was never completed (an interrupted create); delete it and ingest again"
-            )
+        except SaeError:
+            raise
+        except Exception as exc:  # unreadable or garbled zarr.json
+            raise StoreError(f"{url} cannot be opened: its zarr.json is damaged ({type(exc).__name__}: {exc}); "
+                             "ingest it again (or restore it from a backup)") from exc
+        check_root_attrs(url, attrs)
         return cls(url, group, writable=(mode == "a"))
 
     # ------------------------------------------------------------------ properties
@@ -124,8 +122,16 @@ class Store(StoreWriter):
 
     @property
     def embeddings(self) -> zarr.Array:
-        """The raw zarr array (may be longer than ``n_rows``: slice with ``[:store.n_rows]``)."""
-        return _zarr.array(self._group, EMBEDDINGS)
+        """The raw zarr array (may be longer than ``n_rows``: slice with ``[:store.n_rows]``).
+
+        Raises :class:`~sae.errors.IncompleteStoreError` when a chunk of the committed rows is missing.
+        """
+        return self._checked(EMBEDDINGS)
+
+    def _checked(self, name: str) -> zarr.Array:
+        """Array ``name`` once it is known to hold every chunk of the committed rows (checked once per length)."""
+        self._chunks.require(self.url, self._group, name, self.n_rows)
+        return _zarr.array(self._group, name)
 
     @property
     def has_image_previews(self) -> bool:
@@ -145,7 +151,9 @@ class Store(StoreWriter):
     def ids(self) -> np.ndarray:
         """All committed row ids as an object array (cached)."""
         if self._ids_cache is None or len(self._ids_cache) != self.n_rows:
-            self._ids_cache = np.asarray(_zarr.array(self._group, IDS)[: self.n_rows], dtype=object)
+            arr, sel = self._checked(IDS), slice(0, self.n_rows)
+            with reading(self.url, arr, IDS, sel, self.n_rows):
+                self._ids_cache = np.asarray(arr[sel], dtype=object)
         return self._ids_cache
 
     def rows_for_ids(self, ids: Sequence[str]) -> np.ndarray:
@@ -164,8 +172,11 @@ class Store(StoreWriter):
             rows = slice(0, self.n_rows)
         if isinstance(rows, slice):
             start, stop, step = rows.indices(self.n_rows)
-            return np.asarray(arr[start:stop:step] if step != 1 else arr[start:stop], dtype=dtype)
-        return _take_rows(arr, self._check_rows(rows), dtype)
+            with reading(self.url, arr, EMBEDDINGS, slice(start, max(start, stop)) if step == 1 else slice(0, self.n_rows), self.n_rows):
+                return np.asarray(arr[start:stop:step] if step != 1 else arr[start:stop], dtype=dtype)
+        checked = self._check_rows(rows)
+        with reading(self.url, arr, EMBEDDINGS, checked, self.n_rows):
+            return _take_rows(arr, checked, dtype)
 
     def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Row numbers as a flat int64 array; refuses any outside the committed rows."""
@@ -204,22 +215,25 @@ class Store(StoreWriter):
 
     def _read_1d(self, name: str, sel: slice | np.ndarray) -> np.ndarray:
         """One 1-D array at a selection, in the selection's order (strings as an object array)."""
-        arr = _zarr.array(self._group, name)
+        arr = self._checked(name)
         values: np.ndarray
-        if isinstance(sel, slice):
-            values = np.asarray(arr[sel])
-        else:
-            order = np.argsort(sel, kind="stable")
-            values = np.empty(len(sel), dtype=object if arr.dtype.kind in "OTU" else arr.dtype)
-            if len(sel):
-                values[order] = arr.get_coordinate_selection(sel[order])
+        with reading(self.url, arr, name, sel, self.n_rows):
+            if isinstance(sel, slice):
+                values = np.asarray(arr[sel])
+            else:
+                order = np.argsort(sel, kind="stable")
+                values = np.empty(len(sel), dtype=object if arr.dtype.kind in "OTU" else arr.dtype)
+                if len(sel):
+                    values[order] = arr.get_coordinate_selection(sel[order])
         return np.asarray(values, dtype=object) if np.asarray(values).dtype.kind in "OTU" else np.asarray(values)
 
     def previews(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Image thumbnails (uint8, N x H x W[ x 3]) for the given rows."""
         if not self.has_image_previews:
             raise StoreError("this store has no image previews")
-        return _take_rows(_zarr.array(self._group, PREVIEW_IMAGES), self._check_rows(rows), np.uint8)
+        arr, checked = self._checked(PREVIEW_IMAGES), self._check_rows(rows)
+        with reading(self.url, arr, PREVIEW_IMAGES, checked, self.n_rows):
+            return _take_rows(arr, checked, np.uint8)
 
     def texts(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Text previews for the given rows."""
@@ -230,17 +244,18 @@ class Store(StoreWriter):
     @overload
     def iter_batches(self, batch_size: int = ..., *, shuffle: bool = ..., seed: int = ..., epoch: int = ..., rows: slice | None = ...,
                      shard: tuple[int, int] | None = ..., drop_last: bool = ..., with_rows: Literal[False] = ..., dtype: DTypeLike | None = ...,
-                     shuffle_window: int = ..., prefetch: int = ...) -> Iterator[np.ndarray]: ...
+                     shuffle_window: int = ..., prefetch: int = ..., read_bytes: int = ...) -> Iterator[np.ndarray]: ...
 
     @overload
     def iter_batches(self, batch_size: int = ..., *, shuffle: bool = ..., seed: int = ..., epoch: int = ..., rows: slice | None = ...,
                      shard: tuple[int, int] | None = ..., drop_last: bool = ..., with_rows: Literal[True], dtype: DTypeLike | None = ...,
-                     shuffle_window: int = ..., prefetch: int = ...) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+                     shuffle_window: int = ..., prefetch: int = ..., read_bytes: int = ...) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
     @overload
     def iter_batches(self, batch_size: int = ..., *, shuffle: bool = ..., seed: int = ..., epoch: int = ..., rows: slice | None = ...,
                      shard: tuple[int, int] | None = ..., drop_last: bool = ..., with_rows: bool, dtype: DTypeLike | None = ...,
-                     shuffle_window: int = ..., prefetch: int = ...) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]: ...
+                     shuffle_window: int = ..., prefetch: int = ...,
+                     read_bytes: int = ...) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
     def iter_batches(
         self,
@@ -256,6 +271,7 @@ class Store(StoreWriter):
         dtype: DTypeLike | None = np.float32,
         shuffle_window: int = 4,
         prefetch: int = 2,
+        read_bytes: int = 64 * 2**20,
     ) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream embedding batches; each committed row (in ``rows``/``shard``) appears once per epoch.
 
@@ -277,25 +293,41 @@ class Store(StoreWriter):
             dtype=dtype,
             shuffle_window=shuffle_window,
             prefetch=prefetch,
+            read_bytes=read_bytes,
         )
-        for row_numbers, batch in stream:
-            yield (row_numbers, batch) if with_rows else batch
+        with reading(self.url, stream.array, EMBEDDINGS, slice(stream.start, stream.stop), self.n_rows):
+            for row_numbers, batch in stream:
+                yield (row_numbers, batch) if with_rows else batch
 
     # ------------------------------------------------------------------ summaries
-    def validate(self) -> list[str]:
-        """Check internal consistency; returns a list of problems (empty when the store is sound)."""
+    def validate(self, deep: bool = False) -> list[str]:
+        """Check internal consistency; returns a list of problems (empty when the store is sound).
+
+        Always: every row-aligned array is there, long enough, with every chunk of the committed rows,
+        and ids are unique (reads the ids). ``deep=True`` also decodes every chunk of every array, so
+        a corrupt chunk (a crc32c mismatch in checksummed stores) is reported too; it reads the whole store.
+        """
+        problems = self.structure_problems()
+        if not self._chunks.problems(self._group, IDS, self.n_rows):
+            try:
+                ids = self.ids()
+                problems += ["duplicate ids"] if len(pd.unique(ids)) != len(ids) else []
+            except CorruptChunkError as exc:
+                problems.append(exc.problem)
+        if deep:
+            for name in row_arrays(self._group):
+                if not self._chunks.problems(self._group, name, self.n_rows):
+                    problems += [p for p in scan_chunks(self._group, name, self.n_rows) if p not in problems]
+        return problems
+
+    def structure_problems(self) -> list[str]:
+        """Cheap checks (attributes and chunk listings only): missing arrays, short arrays, missing chunks, width."""
         problems = []
-        n = self.n_rows
         for name in row_arrays(self._group):
-            if member(self._group, name) is None:
-                problems.append(f"missing array {name}")
-            elif _zarr.array(self._group, name).shape[0] < n:
-                problems.append(f"{name} has {_zarr.array(self._group, name).shape[0]} rows, fewer than the committed {n}")
-        if self.embeddings.shape[1:] != (self.dim,):
-            problems.append(f"embeddings have width {self.embeddings.shape[1:]}, attrs say {self.dim}")
-        ids = self.ids()
-        if len(pd.unique(ids)) != len(ids):
-            problems.append("duplicate ids")
+            problems += self._chunks.problems(self._group, name, self.n_rows)
+        emb = _zarr.array_or_none(self._group, EMBEDDINGS)
+        if emb is not None and emb.shape[1:] != (self.dim,):
+            problems.append(f"embeddings have width {emb.shape[1:]}, attrs say {self.dim}")
         return problems
 
     def summary(self) -> dict[str, Any]:
@@ -317,6 +349,7 @@ class Store(StoreWriter):
             "fingerprint": self.fingerprint,
             "schema_version": int(_zarr.attrs(self._group)["schema_version"]),
             "provenance": self.provenance,
+            "problems": self.structure_problems(),
         }
 
     def __repr__(self) -> str:

@@ -38,6 +38,7 @@ class BatchStream:
         dtype=np.float32,
         shuffle_window: int = 4,
         prefetch: int = 2,
+        read_bytes: int = _READ_BYTES,
     ):
         if batch_size <= 0:
             raise StoreError(f"batch_size must be positive, got {batch_size}")
@@ -54,6 +55,8 @@ class BatchStream:
         self.dtype = np.dtype(dtype) if dtype is not None else None
         self.shuffle_window = max(1, int(shuffle_window))
         self.prefetch = int(prefetch)
+        self.read_bytes = max(1, int(read_bytes))
+        """Sequential reads merge neighbouring chunks up to about this many bytes (a memory budget lowers it)."""
 
     def chunk_ranges(self) -> list[tuple[int, int]]:
         """Row ranges of the chunks intersecting the selection, after sharding."""
@@ -82,7 +85,7 @@ class BatchStream:
             order = self.rng.permutation(len(ranges))
             ranges = [ranges[i] for i in order]
             return [ranges[i : i + self.shuffle_window] for i in range(0, len(ranges), self.shuffle_window)]
-        per_read = max(1, _READ_BYTES // max(1, self.chunk_rows * self._row_bytes()))
+        per_read = max(1, self.read_bytes // max(1, self.chunk_rows * self._row_bytes()))
         groups: list[list[tuple[int, int]]] = []
         current: list[tuple[int, int]] = []
         for r in ranges:  # merge neighbouring chunks into one contiguous read

@@ -4,14 +4,20 @@ Appended rows are written into the arrays first and become visible only when :me
 writes ``n_rows`` and ``fingerprint`` in one root-attribute update, so a reader never sees a
 half-appended batch; the extra physical rows an interrupted append leaves are trimmed by the next
 append. A new local store is built in a hidden sibling folder and renamed into place when the
-``with Store.create(...)`` block exits, so an interrupted create leaves nothing that opens.
+``with Store.create(...)`` block exits, so an interrupted create leaves nothing that opens (the
+importers refuse a source without rows inside that block, so it never replaces an old store).
+
+Every write holds the store's :class:`~sae.store.locking.WriteLock`: a create from ``Store.create``
+to the end of its block, an append transaction from start to commit, an attribute rewrite for its
+write. A second writer is refused at once with :class:`~sae.errors.LockedError`; a writer that takes
+the lock first re-reads the committed state (another process may have appended since it opened) and
+removes the ``*.partial`` files a killed writer left. An ``OSError`` while writing (a full disk) is a
+:class:`~sae.errors.StoreError` saying so, after the pending rows were rolled back.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -22,23 +28,16 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import pandas as pd
 import zarr
-from zarr.codecs import ZstdCodec
 
 from sae import _zarr
 from sae.errors import MetadataError, StoreError
-from sae.store.arrays import row_arrays
-from sae.store.location import is_local, local_path, partial_path, remove_stale_partials, replace_dir
-from sae.store.schema import (
-    EMBEDDING_DTYPES,
-    EMBEDDINGS,
-    IDS,
-    META,
-    PREVIEW_IMAGES,
-    PREVIEW_TEXT,
-    SCHEMA_VERSION,
-    default_chunk_rows,
-    stored_dtype,
-)
+from sae.store.arrays import drop_orphan_meta, row_arrays
+from sae.store.digest import batch_digest, chain
+from sae.store.integrity import ChunkIndex, check_root_attrs, disk_errors, remove_partial_files
+from sae.store.layout import WRITE_CONFIG, array_compressors, build_location, embedding_compressors, initial_attrs, now
+from sae.store.location import is_local, local_path, replace_dir
+from sae.store.locking import WriteLock
+from sae.store.schema import EMBEDDING_DTYPES, EMBEDDINGS, IDS, META, PREVIEW_IMAGES, PREVIEW_TEXT, default_chunk_rows, stored_dtype
 from sae.store.validate import Batch, check_same_columns, validate_batch
 
 _MAX_RECORDED_DROPS = 1000
@@ -54,31 +53,23 @@ class StoreWriter:
     """
 
     if TYPE_CHECKING:  # provided by Store, the reading side
-
         url: str
         _group: zarr.Group
         _ids_cache: np.ndarray | None
-
+        _chunks: ChunkIndex
         def __init__(self, url: str, group: zarr.Group, *, writable: bool, final_path: Path | None = None) -> None: ...
-
         @property
         def n_rows(self) -> int: ...
-
         @property
         def dim(self) -> int: ...
-
         @property
         def dtype(self) -> str: ...
-
         @property
         def chunk_rows(self) -> int: ...
-
         @property
         def fingerprint(self) -> str: ...
-
         @property
         def columns(self) -> dict[str, str]: ...
-
         @property
         def provenance(self) -> dict: ...
 
@@ -91,7 +82,9 @@ class StoreWriter:
         self._pending_rows = 0
         self._pending_digests: list[bytes] = []
         self._pending_drops: list[str] = []
+        self._pending_provenance: dict[str, Any] = {}
         self._id_set: set[str] | None = None
+        self._lock = WriteLock(self.url, local_path(self.url).absolute() if is_local(self.url) else None)
 
     # ------------------------------------------------------------------ create
     @classmethod
@@ -106,11 +99,14 @@ class StoreWriter:
         chunk_rows: int | None = None,
         compressor: str | None = None,
         overwrite: bool = False,
+        checksums: bool = True,
     ) -> Self:
         """Start a new store; use as ``with Store.create(...) as store: store.append(...)``.
 
         Nothing is visible at ``url`` until the ``with`` block exits cleanly. ``compressor`` is
         ``None`` (fastest streaming) or ``"zstd"`` for the embeddings; other arrays always use zstd.
+        ``checksums`` ends every chunk in a crc32c checksum, so a damaged chunk is an error on read.
+        The store's write lock is held from here to the end of the block (another writer: LockedError).
         """
         url = os.fspath(url)
         if dtype not in EMBEDDING_DTYPES:
@@ -118,37 +114,55 @@ class StoreWriter:
         if int(dim) <= 0:
             raise StoreError(f"embedding dimension must be positive, got {dim}")
         chunk_rows = int(chunk_rows or default_chunk_rows(dim, dtype))
-        build_at, final_path = _build_location(url, overwrite)
-        group = zarr.open_group(build_at, mode="w", zarr_format=3)
-        group.attrs.update(_initial_attrs(dim, dtype, chunk_rows, encoder, provenance))
-        compressors = _compressors(compressor)
-        group.create_array(EMBEDDINGS, shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype, compressors=compressors)
-        group.create_array(IDS, shape=(0,), chunks=(chunk_rows,), dtype=str)
+        compressors = embedding_compressors(compressor, checksums)
+        lock = WriteLock(url, local_path(url).absolute() if is_local(url) else None)
+        lock.acquire()
+        build_at, final_path = None, None
+        try:
+            with disk_errors(url):
+                build_at, final_path = build_location(url, overwrite)
+                group = zarr.open_group(build_at, mode="w", zarr_format=3)
+                group.attrs.update(initial_attrs(dim, dtype, chunk_rows, encoder, provenance, checksums))
+                group.create_array(EMBEDDINGS, shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype, compressors=compressors)
+                group.create_array(IDS, shape=(0,), chunks=(chunk_rows,), dtype=str, compressors=array_compressors(group.attrs))
+        except BaseException:
+            if build_at is not None and final_path is not None:
+                shutil.rmtree(local_path(build_at), ignore_errors=True)
+            lock.release()
+            raise
         store = cls(url, group, writable=True, final_path=final_path)
-        store._creating = True
+        store._lock, store._creating = lock, True
         return store
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        """Closing a create block publishes the store on success and discards it on an exception."""
-        if self._creating:
+        """Closing a create block publishes the store on success and discards it on an exception; the lock goes."""
+        if not self._creating:
+            return
+        try:
             if exc_type is None:
                 self._finish_create()
             else:
                 self._abort_create()
+        except BaseException:
+            self._abort_create()
+            raise
+        finally:
+            self._lock.release()
 
     def _finish_create(self) -> None:
         """Commit, mark complete, then (local stores) rename the partial folder into place."""
-        self._commit()
-        self._group.attrs.update({"complete": True})
-        self._creating = False
-        if self._final_path is not None:
-            built = local_path(_zarr.local_root(self._group))
-            replace_dir(built, self._final_path)
-            self._group = zarr.open_group(str(self._final_path), mode="r+", zarr_format=3)
-            self._final_path = None
+        with disk_errors(self.url):
+            self._commit()
+            self._group.attrs.update({"complete": True})
+            self._creating = False
+            if self._final_path is not None:
+                built = local_path(_zarr.local_root(self._group))
+                replace_dir(built, self._final_path)
+                self._group = zarr.open_group(str(self._final_path), mode="r+", zarr_format=3)
+                self._final_path = None
 
     def _abort_create(self) -> None:
         """Forget a failed create; a local partial folder is removed (a remote URL keeps the incomplete group)."""
@@ -156,22 +170,55 @@ class StoreWriter:
         if self._final_path is not None:
             shutil.rmtree(local_path(_zarr.local_root(self._group)), ignore_errors=True)
 
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the write lock for the block; the outermost hold outside a create re-reads the committed state."""
+        if self._lock.acquire():
+            try:
+                if not self._creating:
+                    self._refresh()
+            except BaseException:
+                self._lock.release()
+                raise
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _refresh(self) -> None:
+        """Re-open the group (another writer may have committed since), forget caches, remove dead writers' temporaries."""
+        try:
+            group = zarr.open_group(self.url, mode="r+", zarr_format=3)
+        except Exception as exc:
+            raise StoreError(f"{self.url} cannot be opened for writing any more: {exc}") from exc
+        check_root_attrs(self.url, group.attrs.asdict())
+        self._group, self._id_set, self._ids_cache = group, None, None
+        self._chunks.clear()
+        if is_local(self.url):
+            remove_partial_files(local_path(self.url))
+
     # ------------------------------------------------------------------ append
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Self]:
-        """Group several appends into one commit: readers see all of them or none."""
+        """Group several appends into one commit: readers see all of them or none; the write lock is held throughout."""
         self._require_writable()
-        self._txn_depth += 1
-        try:
-            yield self
-        except BaseException:
+        with self._locked():
+            self._txn_depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._txn_depth -= 1
+                if self._txn_depth == 0:
+                    self._rollback()
+                raise
             self._txn_depth -= 1
-            if self._txn_depth == 0:
-                self._rollback()
-            raise
-        self._txn_depth -= 1
-        if self._txn_depth == 0 and not self._creating:
-            self._commit()
+            if self._txn_depth == 0 and not self._creating:
+                try:
+                    self._commit()
+                except BaseException:
+                    self._rollback()
+                    raise
 
     def append(
         self,
@@ -185,9 +232,13 @@ class StoreWriter:
     ) -> int:
         """Validate and append rows; returns how many were written (after any dropped non-finite rows).
 
-        Outside :meth:`transaction` (and outside a create block) the rows are committed at once.
+        Outside :meth:`transaction` (and outside a create block) the rows are committed at once, as a
+        transaction of their own (the write lock is held for it).
         """
         self._require_writable()
+        if self._txn_depth == 0 and not self._creating:
+            with self.transaction():
+                return self.append(embeddings, ids, meta, images=images, texts=texts, drop_nonfinite=drop_nonfinite)
         batch = validate_batch(
             embeddings,
             ids,
@@ -201,9 +252,9 @@ class StoreWriter:
             drop_nonfinite=drop_nonfinite,
         )
         if batch.n:
-            self._write_batch(batch)
-        if self._txn_depth == 0 and not self._creating:
-            self._commit()
+            with disk_errors(self.url):
+                self._write_batch(batch)
+        self._pending_drops.extend(batch.dropped)
         return batch.n
 
     def _require_writable(self) -> None:
@@ -214,6 +265,8 @@ class StoreWriter:
     def existing_ids(self) -> set[str]:
         """Committed plus pending ids, for duplicate checks (built once, then kept up to date)."""
         if self._id_set is None:
+            if self.n_rows:
+                self._chunks.require(self.url, self._group, IDS, self.n_rows)
             total = self.n_rows + self._pending_rows
             self._id_set = set(np.asarray(_zarr.array(self._group, IDS)[:total], dtype=object).tolist())
         return self._id_set
@@ -226,16 +279,16 @@ class StoreWriter:
             self._trim_to_committed()
         self._ensure_layout(batch)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            digest = pool.submit(_batch_digest, batch)  # overlaps with the writes below
+            digest = pool.submit(batch_digest, batch)  # overlaps with the writes below
             for name, values in batch.arrays().items():
-                arr = _zarr.array(self._group, name)
+                arr = _zarr.array(self._group, name).with_config(WRITE_CONFIG)
                 arr.resize((stop, *arr.shape[1:]))
                 arr[start:stop] = values
             self._pending_digests.append(digest.result())
         self._pending_rows += batch.n
-        self._pending_drops.extend(batch.dropped)
         self.existing_ids().update(batch.ids.tolist())
         self._ids_cache = None
+        self._chunks.clear()
 
     def _trim_to_committed(self) -> None:
         """Cut arrays back to the committed length (left over from an interrupted append)."""
@@ -250,9 +303,10 @@ class StoreWriter:
         """Create metadata / preview arrays on the first batch; later batches must match them."""
         committed = self.columns
         if self.n_rows + self._pending_rows == 0 and not committed:
-            _drop_orphans(self._group, expected=set(batch.kinds))
+            drop_orphan_meta(self._group, expected=set(batch.kinds))
             for name, kind in batch.kinds.items():
-                self._group.create_array(f"{META}/{name}", shape=(0,), chunks=(self.chunk_rows,), dtype=stored_dtype(kind))
+                self._group.create_array(f"{META}/{name}", shape=(0,), chunks=(self.chunk_rows,), dtype=stored_dtype(kind),
+                                         compressors=array_compressors(self._group.attrs))
             self._group.attrs.update({"columns": batch.kinds, "_pending_columns": True})
         else:
             check_same_columns(committed, batch.kinds)
@@ -271,120 +325,57 @@ class StoreWriter:
         if has_rows and not declared:
             raise MetadataError(f"this store has no {name}; they must be given from the first batch on")
         if existing is None:
+            codecs = array_compressors(self._group.attrs)
             if name == PREVIEW_IMAGES:
                 chunks = (min(self.chunk_rows, 1024), *values.shape[1:])
-                self._group.create_array(name, shape=(0, *values.shape[1:]), chunks=chunks, dtype="uint8")
+                self._group.create_array(name, shape=(0, *values.shape[1:]), chunks=chunks, dtype="uint8", compressors=codecs)
             else:
-                self._group.create_array(name, shape=(0,), chunks=(self.chunk_rows,), dtype=str)
+                self._group.create_array(name, shape=(0,), chunks=(self.chunk_rows,), dtype=str, compressors=codecs)
             self._group.attrs.update({"previews": sorted({*_zarr.attrs(self._group).get("previews", []), name})})
         elif values.shape[1:] != existing.shape[1:]:
             raise MetadataError(f"{name} have shape {existing.shape[1:]} in the store, got {values.shape[1:]}")
 
     # ------------------------------------------------------------------ commit / rollback
     def _commit(self) -> None:
-        """Publish pending rows with one attribute write (the atomic step)."""
-        if not self._pending_rows and not self._pending_drops and not self._group.attrs.get("_pending_columns"):
+        """Publish pending rows, drops and provenance entries with one attribute write (the atomic step)."""
+        pending = self._pending_rows or self._pending_drops or self._pending_provenance
+        if not pending and not self._group.attrs.get("_pending_columns"):
             return
-        fp = self.fingerprint
-        for digest in self._pending_digests:
-            fp = hashlib.blake2b(bytes.fromhex(fp) + digest, digest_size=16).hexdigest()
+        fp = chain(self.fingerprint, self._pending_digests)
         update: dict[str, Any] = {"n_rows": self.n_rows + self._pending_rows, "fingerprint": fp, "_pending_columns": False}
+        prov = {**self.provenance, **self._pending_provenance}
+        if self._pending_provenance:
+            update["provenance"] = prov
         if self._pending_drops:
-            prov = self.provenance
             dropped = prov.get("dropped_nonfinite", {"count": 0, "ids": []})
             dropped["count"] += len(self._pending_drops)
             dropped["ids"] = (dropped["ids"] + self._pending_drops)[:_MAX_RECORDED_DROPS]
             prov["dropped_nonfinite"] = dropped
             update["provenance"] = prov
         if self._pending_rows:
-            update["modified"] = _now()
-        self._group.attrs.update(update)
-        self._pending_rows, self._pending_digests, self._pending_drops = 0, [], []
+            update["modified"] = now()
+        with disk_errors(self.url):
+            self._group.attrs.update(update)
+        self._pending_rows, self._pending_digests, self._pending_drops, self._pending_provenance = 0, [], [], {}
+        self._chunks.clear()
 
     def _rollback(self) -> None:
         """Forget pending rows (their bytes stay in the arrays, beyond ``n_rows``, until the next append trims them)."""
-        self._pending_rows, self._pending_digests, self._pending_drops = 0, [], []
+        self._pending_rows, self._pending_digests, self._pending_drops, self._pending_provenance = 0, [], [], {}
         self._id_set = None
         self._ids_cache = None
+        self._chunks.clear()
 
     def update_provenance(self, **entries: Any) -> None:
-        """Merge entries into the provenance attribute (e.g. the importer's source)."""
+        """Merge entries into the provenance attribute (e.g. the importer's source).
+
+        Inside a transaction or create block the entries are committed with its rows (and rolled
+        back with them); outside one they are written at once, under the write lock.
+        """
         self._require_writable()
-        self._group.attrs.update({"provenance": {**self.provenance, **entries}})
+        if self._txn_depth or self._creating:
+            self._pending_provenance.update(entries)
+            return
+        with self.transaction():
+            self._pending_provenance.update(entries)
 
-
-# ---------------------------------------------------------------------- helpers
-def _now() -> str:
-    """UTC time to the second, ISO 8601 (``created`` / ``modified`` attributes)."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _build_location(url: str, overwrite: bool) -> tuple[str, Path | None]:
-    """Where to build a new store, and the local path to rename it to (None for remote URLs, built in place)."""
-    if is_local(url):
-        final_path = local_path(url).absolute()
-        if final_path.exists() and not overwrite:
-            raise StoreError(f"{final_path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        remove_stale_partials(final_path)
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        return str(partial_path(final_path)), final_path
-    if not overwrite and _exists(url):
-        raise StoreError(f"{url} already exists; pass overwrite=True to replace it")
-    return url, None
-
-
-def _initial_attrs(dim: int, dtype: str, chunk_rows: int, encoder: dict | str | None, provenance: dict | None) -> dict[str, Any]:
-    """Root attributes of an empty, not yet complete store; the fingerprint starts from ``dim`` and ``dtype``."""
-    enc = {"name": encoder} if isinstance(encoder, str) else (encoder or {"name": "unknown"})
-    return {
-        "sae_workbench": "store",
-        "schema_version": SCHEMA_VERSION,
-        "complete": False,
-        "n_rows": 0,
-        "dim": int(dim),
-        "dtype": dtype,
-        "chunk_rows": chunk_rows,
-        "columns": {},
-        "encoder": enc,
-        "provenance": {"created": _now(), **(provenance or {})},
-        "fingerprint": hashlib.blake2b(f"{dim}:{dtype}".encode(), digest_size=16).hexdigest(),
-    }
-
-
-def _exists(url: str) -> bool:
-    """Whether a Zarr v3 group opens at ``url``."""
-    try:
-        zarr.open_group(url, mode="r", zarr_format=3)
-        return True
-    except Exception:
-        return False
-
-
-def _compressors(name: str | None) -> ZstdCodec | None:
-    """The embeddings' compressor: None (fastest streaming) or zstd level 3."""
-    if name is None or name == "none":
-        return None
-    if name == "zstd":
-        return ZstdCodec(level=3)
-    raise StoreError(f"unknown compressor {name!r}; use None or 'zstd'")
-
-
-def _drop_orphans(group: zarr.Group, expected: set[str]) -> None:
-    """Remove metadata arrays left by an interrupted first append that never committed."""
-    meta = _zarr.group_or_none(group, META)
-    if meta is None:
-        return
-    for name in list(meta.array_keys()):
-        if name not in expected:
-            del meta[name]
-
-
-def _batch_digest(batch: Batch) -> bytes:
-    """Hash of one batch's ids and embedding bytes; commits chain these into the fingerprint.
-
-    Runs in a worker thread while the batch is written (hashlib releases the GIL on large buffers).
-    """
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update("\x00".join(batch.ids.tolist()).encode())
-    digest.update(batch.embeddings.data)
-    return digest.digest()

@@ -97,13 +97,20 @@ class TrainingData:
                 yield torch.from_numpy(batch)
 
 
-def check_finite(store: Store, rows: slice) -> None:
-    """Refuse to train on non-finite rows (they would poison every weight); names the first ids."""
+def check_finite(store: Store, rows: slice, memory_budget_gb: float | None = None) -> None:
+    """Refuse to train on non-finite rows (they would poison every weight); names the first ids.
+
+    Reads one chunk (or, within ``memory_budget_gb``, a part of one) at a time."""
     bad: list[int] = []
-    for r, x in store.iter_batches(store.chunk_rows, rows=rows, with_rows=True, dtype=None, prefetch=1):
+    step = store.chunk_rows
+    if memory_budget_gb is not None:
+        step = int(max(1, min(step, memory_budget_gb * 2**30 // (4 * store.dim * 4))))
+    start, stop = rows.start or 0, store.n_rows if rows.stop is None else rows.stop
+    for a in range(start, stop, step):
+        x = store.read_embeddings(slice(a, min(stop, a + step)), dtype=store.embeddings.dtype)  # as stored: no float32 copy
         ok = np.isfinite(x).all(axis=1)
         if not ok.all():
-            bad.extend(r[~ok][: 10 - len(bad)].tolist())
+            bad.extend((a + np.flatnonzero(~ok))[: 10 - len(bad)].tolist())
             if len(bad) >= 10:
                 break
     if bad:

@@ -82,7 +82,7 @@ class Trainer:
             if source.dim != self.sae_cfg.d_in:
                 raise DimensionMismatchError(f"the store has {source.dim}-d embeddings but the SAE expects d_in={self.sae_cfg.d_in}")
             split = Split.of(source.n_rows, self.cfg.holdout_frac)
-            check_finite(source, slice(0, source.n_rows))
+            check_finite(source, slice(0, source.n_rows), self.cfg.memory_budget_gb)
             fingerprint = source.fingerprint
         else:
             source = np.asarray(source, dtype=np.float32)
@@ -114,6 +114,12 @@ class Trainer:
 
     def _log_fvu(self, out) -> float:
         return float(out.fvu)
+
+    def _init_rows(self) -> int:
+        """Rows sampled to initialise the scale and decoder bias (and calibrate thresholds): 16,384, fewer
+        when the memory budget cannot hold the float64 copies the geometric median makes (~8 of them)."""
+        fit = int(self.cfg.memory_budget_gb * 2**30 // (8 * 8 * self.sae_cfg.d_in))
+        return max(1024, min(16384, fit))
 
     def total_steps(self, data: TrainingData) -> int:
         """``max_samples`` worth of batches, else ``epochs`` whole passes (each ending with its partial batch)."""
@@ -156,12 +162,12 @@ class Trainer:
         if resume:
             self._load_checkpoint(model, opt, sched, state, identity)
         else:
-            init_from_data(model, data.sample(16384, self.cfg.seed))
+            init_from_data(model, data.sample(self._init_rows(), self.cfg.seed))
         step_fn = self._step_fn(model)
         dead_window = self.cfg.dead_window or min(data.n_rows, 10_000_000)
         self._loop(model, opt, sched, state, data, total, dead_window, stop_after, identity, step_fn)
         if state.step >= total:
-            model.calibrate_thresholds(torch.from_numpy(data.sample(16384, self.cfg.seed + 1)).to(device))
+            model.calibrate_thresholds(torch.from_numpy(data.sample(self._init_rows(), self.cfg.seed + 1)).to(device))
         self.model_, self.state_, self.in_memory_ = model, state, data.in_memory
         if self.run_dir is not None and state.step >= total and self.is_main:
             self._save_run(model, state, identity, total, data)

@@ -262,8 +262,12 @@ class Run:
         except SaeError as e:
             out["model"] = f"stale: {e}"
         out["codes"] = _artifact_status(lambda: self.refresh("store", "codes").codes, (self.path / CODES).exists())
-        out["metrics"] = "missing" if not (self.path / METRICS).exists() else ("ok" if self.metrics() else
-                                                                                 "stale: made for another model; run `sae evaluate`")
+        if not (self.path / METRICS).exists():
+            out["metrics"] = "missing"
+        elif out["model"] != "ok":
+            out["metrics"] = out["model"]  # measured on a store the model no longer matches
+        else:
+            out["metrics"] = "ok" if self.metrics() else "stale: made for another model; run `sae evaluate`"
         labels = sorted(self.path.glob("labels-*.parquet"))
         out["labels"] = _artifact_status(lambda: self.refresh("labels").labels(), bool(labels))
         return out

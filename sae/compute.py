@@ -34,6 +34,17 @@ from sae.errors import SaeError
 MEMORY_BUDGET_GB = 2.0
 """Default per-process, per-stage memory budget (GB) of every stage."""
 
+def rows_within(memory_budget_gb: float, row_bytes: int, lo: int, hi: int) -> int:
+    """How many rows of ``row_bytes`` bytes fit ``memory_budget_gb``, kept within ``[lo, hi]``: every
+    stage sizes its batches, samples and reads with it."""
+    return int(max(lo, min(hi, memory_budget_gb * 2**30 // max(1, row_bytes))))
+
+
+def batch_rows(memory_budget_gb: float, width: int, cap: int, copies: int = 4) -> int:
+    """Rows per batch so ``copies`` float32 arrays of ``width`` columns fit the budget (at least 64, at most ``cap``)."""
+    return rows_within(memory_budget_gb, 4 * width * copies, 64, cap)
+
+
 WORKER_BASELINE_GB = 1.0
 """Memory of an idle worker process with torch imported and the SAE scattered (added to its memory limit)."""
 

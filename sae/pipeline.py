@@ -17,12 +17,12 @@ from sae import evaluate as ev
 from sae._io import atomic_write_text, replace_dir, safe_name
 from sae._lock import exclusive
 from sae.codes import Codes, encode_store
-from sae.codes.build import batch_rows
-from sae.compute import MEMORY_BUDGET_GB
+from sae.compute import MEMORY_BUDGET_GB, batch_rows
 from sae.errors import SaeError
 from sae.models import SAEConfig
 from sae.run import CODES, METRICS, SAES_DIR, Run, Workspace
 from sae.store import Store
+from sae.store.stream import read_bytes_within
 from sae.train import TrainConfig, Trainer
 from sae.train.trainer import CHECKPOINT
 
@@ -170,8 +170,7 @@ def evaluate_run(run: Run, *, targets: Sequence[str] | None = None, probe_ns: Se
     metrics: dict[str, Any] = {**(extra or {}), "model_digest": run.model_digest}
     batch = batch_rows(memory_budget_gb, store.dim + codes.n_latents, 8192)
     max_probe_rows = batch_rows(memory_budget_gb, store.dim, max_probe_rows, copies=8)  # the dense probe copies its sample
-    read = int(min(64 * 2**20, memory_budget_gb * 2**30 / 8))
-    metrics["reconstruction"] = ev.reconstruction(run.model, store.iter_batches(batch, rows=holdout, read_bytes=read))
+    metrics["reconstruction"] = ev.reconstruction(run.model, store.iter_batches(batch, rows=holdout, read_bytes=read_bytes_within(memory_budget_gb)))
     metrics["reconstruction"]["rows"] = f"held-out {holdout.start}:{holdout.stop}"
     stats = codes.stats()
     metrics["sparsity"] = {"l0_all_rows": float(codes.l0().mean()), **ev.sparsity(stats["rate"].to_numpy())}

@@ -255,13 +255,9 @@ class Run:
 
     def status(self) -> dict[str, str]:
         """Whether each derived artifact is current: ``ok``, ``missing`` or ``stale: <why and the fix>``."""
-        out: dict[str, str] = {}
-        try:
-            self.check_store(self.ws.open_store())
-            out["model"] = "ok"
-        except SaeError as e:
-            out["model"] = f"stale: {e}"
-        out["codes"] = _artifact_status(lambda: self.refresh("store", "codes").codes, (self.path / CODES).exists())
+        probe = Run(self.ws, self.path, name=self._name)  # fresh: checking never disturbs this run's open artifacts
+        out = {"model": _artifact_status(lambda: probe.store, True),
+               "codes": _artifact_status(lambda: probe.codes, (self.path / CODES).exists())}
         if not (self.path / METRICS).exists():
             out["metrics"] = "missing"
         elif out["model"] != "ok":
@@ -269,7 +265,7 @@ class Run:
         else:
             out["metrics"] = "ok" if self.metrics() else "stale: made for another model; run `sae evaluate`"
         labels = sorted(self.path.glob("labels-*.parquet"))
-        out["labels"] = _artifact_status(lambda: self.refresh("labels").labels(), bool(labels))
+        out["labels"] = _artifact_status(probe.labels, bool(labels))
         return out
 
     def __repr__(self) -> str:

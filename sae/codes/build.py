@@ -15,15 +15,14 @@ from tqdm.auto import tqdm
 
 from sae.codes.layout import CHUNK, _block_stats, building_codes, codes_attrs, gather_features
 from sae.codes.reader import STAT_NAMES, Codes
-from sae.compute import MEMORY_BUDGET_GB
+from sae.compute import MEMORY_BUDGET_GB, batch_rows
 from sae.models import SparseAutoencoder
 from sae.store import Store
-
-_CHUNK = CHUNK
+from sae.store.stream import READ_BYTES, read_bytes_within
 
 
 def _new_array(group: zarr.Group, name: str, dtype, shape=(0,)) -> zarr.Array:
-    return group.create_array(name, shape=shape, chunks=(_CHUNK,), dtype=dtype)
+    return group.create_array(name, shape=shape, chunks=(CHUNK,), dtype=dtype)
 
 
 def _append(arr: zarr.Array, values: np.ndarray) -> None:
@@ -32,13 +31,8 @@ def _append(arr: zarr.Array, values: np.ndarray) -> None:
     arr[start:] = values
 
 
-def batch_rows(memory_budget_gb: float, width: int, cap: int, copies: int = 4) -> int:
-    """Rows per batch so ``copies`` float32 arrays of ``width`` columns fit the budget (at least 64, at most ``cap``)."""
-    return int(max(64, min(cap, memory_budget_gb * 2**30 // (4 * width * copies))))
-
-
 def encode_batches(model: SparseAutoencoder, store: Store, batch_size: int, device: str, progress: bool,
-                   read_bytes: int = 64 * 2**20):
+                   read_bytes: int = READ_BYTES):
     """Yield the CSR codes of consecutive store batches (streamed, in row order; reads of ``read_bytes``)."""
     bar = tqdm(total=store.n_rows, desc="encode codes", unit="rows", disable=not progress)
     with bar:
@@ -79,8 +73,7 @@ def encode_store(
         ptr, lat, val = (_new_array(group, f"rows/{k}", t) for k, t in (("ptr", "int64"), ("latent", "int32"), ("value", "float32")))
         _append(ptr, np.zeros(1, np.int64))
         total, counts = 0, np.zeros(n, np.int64)
-        read = int(min(64 * 2**20, memory_budget_gb * 2**30 / 8))  # a read (and its prefetched neighbours) within the budget
-        for csr in encode_batches(model.eval(), store, batch_size, device, progress, read_bytes=read):
+        for csr in encode_batches(model.eval(), store, batch_size, device, progress, read_bytes=read_bytes_within(memory_budget_gb)):
             _append(ptr, total + csr.indptr[1:].astype(np.int64))
             _append(lat, csr.indices.astype(np.int32))
             _append(val, csr.data.astype(np.float32))
@@ -107,9 +100,9 @@ def _build_index(group: zarr.Group, counts: np.ndarray, n_rows: int, memory_budg
     """Inverted index and statistics, one pass over the CSR codes per feature block."""
     n = len(counts)
     fptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    group.create_array("features/ptr", data=fptr, chunks=(min(len(fptr), _CHUNK),))
-    f_row = group.create_array("features/row", shape=(int(fptr[-1]),), chunks=(_CHUNK,), dtype="int64")
-    f_val = group.create_array("features/value", shape=(int(fptr[-1]),), chunks=(_CHUNK,), dtype="float32")
+    group.create_array("features/ptr", data=fptr, chunks=(min(len(fptr), CHUNK),))
+    f_row = group.create_array("features/row", shape=(int(fptr[-1]),), chunks=(CHUNK,), dtype="int64")
+    f_val = group.create_array("features/value", shape=(int(fptr[-1]),), chunks=(CHUNK,), dtype="float32")
     stats = {name: np.zeros(n, np.float64) for name in STAT_NAMES}
     budget = max(1, int(memory_budget_gb * 2**30 / 2 / 40))  # half the budget for the block being sorted, ~40 bytes an entry
     # the other half for one scan range of the CSR codes (~24 bytes an entry: latent, value, row, mask)

@@ -12,15 +12,11 @@ memory whatever reads it. The contract, one name per order:
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
-from sae.errors import SaeError
-
-if TYPE_CHECKING:
-    from sae.codes.reader import Codes
+from sae.codes.reader import Codes, check_feature
 
 
 class Postings:
@@ -45,9 +41,7 @@ class Postings:
 
     def check(self, feature: int) -> int:
         """``feature`` as an int, or an error naming the valid range."""
-        if not 0 <= int(feature) < self.n_latents:
-            raise SaeError(f"unknown feature {feature}: this SAE has features 0..{self.n_latents - 1}")
-        return int(feature)
+        return check_feature(feature, self.n_latents)
 
     def top(self, feature: int, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows where ``feature`` fires and its values, strongest first (``top`` limits the count)."""

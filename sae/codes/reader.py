@@ -21,6 +21,13 @@ SCHEMA_VERSION = 1
 STAT_NAMES = ("count", "rate", "mean", "max", "q50", "q90", "q99")
 
 
+def check_feature(feature: int, n_latents: int) -> int:
+    """``feature`` as an int, or an error naming the valid range (every reader of the codes checks with it)."""
+    if not 0 <= int(feature) < n_latents:
+        raise SaeError(f"unknown feature {feature}: this SAE has features 0..{n_latents - 1}")
+    return int(feature)
+
+
 class Codes:
     """Read access to a ``codes.zarr`` folder."""
 
@@ -80,9 +87,7 @@ class Codes:
         return df
 
     def _check_feature(self, feature: int) -> int:
-        if not 0 <= int(feature) < self.n_latents:
-            raise SaeError(f"unknown feature {feature}: this SAE has features 0..{self.n_latents - 1}")
-        return int(feature)
+        return check_feature(feature, self.n_latents)
 
     def read_feature(self, feature: int, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows where ``feature`` fires and its values, strongest first (``top`` limits the count)."""

@@ -156,9 +156,7 @@ class ConceptIndex:
                           lambda: cls(run.codes, quantile, combine, postings=run.postings, stats=run.stats))
 
     def _check(self, feature: int) -> int:
-        if not 0 <= int(feature) < self.n_latents:
-            raise SaeError(f"unknown feature {feature}: this SAE has features 0..{self.n_latents - 1}")
-        return int(feature)
+        return self.postings.check(feature)
 
     def posting(self, feature: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows ascending, presence in [0, 1]) of one feature."""

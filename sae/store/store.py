@@ -27,7 +27,7 @@ from sae.store.arrays import member, row_arrays
 from sae.store.integrity import ChunkIndex, CorruptChunkError, check_root_attrs, reading, scan_chunks
 from sae.store.location import is_local, local_path
 from sae.store.schema import EMBEDDINGS, IDS, META, PREVIEW_IMAGES, PREVIEW_TEXT
-from sae.store.stream import BatchStream
+from sae.store.stream import READ_BYTES, BatchStream
 from sae.store.writer import StoreWriter
 
 Rows = slice | Sequence[int] | np.ndarray | None
@@ -271,7 +271,7 @@ class Store(StoreWriter):
         dtype: DTypeLike | None = np.float32,
         shuffle_window: int = 4,
         prefetch: int = 2,
-        read_bytes: int = 64 * 2**20,
+        read_bytes: int = READ_BYTES,
     ) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream embedding batches; each committed row (in ``rows``/``shard``) appears once per epoch.
 

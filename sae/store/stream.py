@@ -16,7 +16,14 @@ import numpy as np
 
 from sae.errors import StoreError
 
-_READ_BYTES = 64 * 2**20  # sequential reads gather whole chunks up to about this many bytes
+READ_BYTES = 64 * 2**20
+"""Sequential reads gather whole chunks up to about this many bytes."""
+
+
+def read_bytes_within(memory_budget_gb: float) -> int:
+    """The read size within a memory budget: a read, its prefetched neighbours and their float32 copies
+    take about eight times it."""
+    return int(min(READ_BYTES, memory_budget_gb * 2**30 / 8))
 
 
 class BatchStream:
@@ -38,7 +45,7 @@ class BatchStream:
         dtype=np.float32,
         shuffle_window: int = 4,
         prefetch: int = 2,
-        read_bytes: int = _READ_BYTES,
+        read_bytes: int = READ_BYTES,
     ):
         if batch_size <= 0:
             raise StoreError(f"batch_size must be positive, got {batch_size}")

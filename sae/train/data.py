@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sae.compute import rows_within
 from sae.errors import NonFiniteError, SaeError
 from sae.store import Store
 
@@ -104,7 +105,7 @@ def check_finite(store: Store, rows: slice, memory_budget_gb: float | None = Non
     bad: list[int] = []
     step = store.chunk_rows
     if memory_budget_gb is not None:
-        step = int(max(1, min(step, memory_budget_gb * 2**30 // (4 * store.dim * 4))))
+        step = rows_within(memory_budget_gb, 4 * store.dim * 4, 1, step)
     start, stop = rows.start or 0, store.n_rows if rows.stop is None else rows.stop
     for a in range(start, stop, step):
         x = store.read_embeddings(slice(a, min(stop, a + step)), dtype=store.embeddings.dtype)  # as stored: no float32 copy

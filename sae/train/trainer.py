@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sae._io import atomic_path, atomic_write_text
+from sae.compute import rows_within
 from sae.errors import DimensionMismatchError, SaeError
 from sae.models import SAEConfig, SparseAutoencoder
 from sae.models.io import save_sae
@@ -118,8 +119,7 @@ class Trainer:
     def _init_rows(self) -> int:
         """Rows sampled to initialise the scale and decoder bias (and calibrate thresholds): 16,384, fewer
         when the memory budget cannot hold the float64 copies the geometric median makes (~8 of them)."""
-        fit = int(self.cfg.memory_budget_gb * 2**30 // (8 * 8 * self.sae_cfg.d_in))
-        return max(1024, min(16384, fit))
+        return rows_within(self.cfg.memory_budget_gb, 8 * 8 * self.sae_cfg.d_in, 1024, 16384)
 
     def total_steps(self, data: TrainingData) -> int:
         """``max_samples`` worth of batches, else ``epochs`` whole passes (each ending with its partial batch)."""

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from sae.models import SAEConfig
-from sae.pipeline import train_run
-from sae.run import SAES_DIR, Workspace
+from sae.pipeline import run_name, train_run
+from sae.run import SAES_DIR, Run, Workspace
 from sae.train import TrainConfig
 
 
@@ -38,8 +38,13 @@ def runs_table(runs) -> pd.DataFrame:
 
 
 def sweep(ws: Workspace, configs: Sequence[tuple[SAEConfig, TrainConfig]], *, progress: bool = True, figure: bool = True) -> pd.DataFrame:
-    """Train (and encode, evaluate) every configuration; returns one row per run, Pareto flags included."""
-    runs = [train_run(ws, sae_cfg, train_cfg, progress=progress) for sae_cfg, train_cfg in configs]
+    """Train (and encode, evaluate) every configuration; returns one row per run, Pareto flags included.
+
+    A configuration whose run (same default name: same settings) is already trained, encoded and
+    evaluated on this version of the store is reused, so re-running a sweep trains only what is
+    missing or stale; a stale one is retrained in its place."""
+    runs = [_current_run(ws, sae_cfg, train_cfg) or train_run(ws, sae_cfg, train_cfg, overwrite=True, progress=progress)
+            for sae_cfg, train_cfg in configs]
     df = runs_table(runs)
     out = ws.path / SAES_DIR
     df.to_csv(out / "sweep.csv", index=False)
@@ -48,3 +53,13 @@ def sweep(ws: Workspace, configs: Sequence[tuple[SAEConfig, TrainConfig]], *, pr
 
         save_figure(pareto_figure(df), out / "pareto", formats=("png", "pdf"))
     return df
+
+
+def _current_run(ws: Workspace, sae_cfg: SAEConfig, train_cfg: TrainConfig) -> Run | None:
+    """The run of this configuration when it exists and its model, codes and metrics are current."""
+    path = ws.path / SAES_DIR / run_name(sae_cfg, train_cfg)
+    if not (path / "config.json").exists():
+        return None
+    run = Run(ws, path)
+    status = run.status()
+    return run if all(status[k] == "ok" for k in ("model", "codes", "metrics")) else None

@@ -102,3 +102,17 @@ def test_cli_train_evaluate_encode_resume(demo_ws, capsys):
     assert "0 < k < n_latents" in capsys.readouterr().err
     assert main(["info", ws]) == 0
     assert "cli-run" in capsys.readouterr().out
+
+
+def test_rerunning_a_sweep_reuses_current_runs_and_retrains_stale_ones(demo_ws):
+    from sae.run import Run
+
+    cfgs = [(SAEConfig(d_in=1280, n_latents=64, k=4), TrainConfig(batch_size=64, epochs=1, seed=7))]
+    first = sweep(demo_ws, cfgs, progress=False, figure=False)
+    run = Run(demo_ws, demo_ws.path / "saes" / first["run"].iloc[0])
+    digest, mtime = run.model_digest, (run.path / "model.safetensors").stat().st_mtime_ns
+    again = sweep(demo_ws, cfgs, progress=False, figure=False)  # nothing to do: the same run, untouched
+    assert list(again["run"]) == list(first["run"]) and (run.path / "model.safetensors").stat().st_mtime_ns == mtime
+    (run.path / "metrics.json").unlink()  # not evaluated: retrained in its place
+    sweep(demo_ws, cfgs, progress=False, figure=False)
+    assert Run(demo_ws, run.path).model_digest == digest and (run.path / "metrics.json").exists()

@@ -15,6 +15,7 @@ from sae.models import SAEConfig, SparseAutoencoder
 from sae.models.io import load_sae, save_sae
 from sae.store import Store
 from sae.train import TrainConfig, Trainer
+from sae.train.plan import default_n_latents
 
 SAE_OPTIONS = ("l1_coeff", "aux_k", "aux_coeff", "normalize_input", "bdec_init", "enc_init_norm", "row_cap", "level_sizes", "level_ks")
 """The :class:`SAEConfig` fields the estimator takes as keyword parameters (None: the config's default)."""
@@ -30,8 +31,8 @@ class SAE(BaseEstimator):
     (``l1_coeff``, ``aux_k``, ...) default to None, meaning the config's own default.
     """
 
-    def __init__(self, arch: str = "topk", n_latents: int = 4096, k: int = 32, *, batch_size: int = 4096,
-                 epochs: float = 10.0, lr: float | None = None, seed: int = 0, device: str = "cpu",
+    def __init__(self, arch: str = "topk", n_latents: int | None = None, k: int = 32, *, batch_size: int | None = None,
+                 epochs: float | None = None, lr: float | None = None, seed: int = 0, device: str = "cpu",
                  holdout_frac: float = 0.0, progress: bool = True, l1_coeff: float | None = None,
                  aux_k: int | None = None, aux_coeff: float | None = None, normalize_input: bool | None = None,
                  bdec_init: str | None = None, enc_init_norm: float | None = None, row_cap: int | None = None,
@@ -51,20 +52,22 @@ class SAE(BaseEstimator):
                 opts[name] = tuple(opts[name])
         return opts
 
-    def _configs(self, d_in: int) -> tuple[SAEConfig, TrainConfig]:
-        """The SAE and training configurations these parameters describe, for inputs of width ``d_in``."""
-        sae_cfg = SAEConfig(d_in=d_in, n_latents=self.n_latents, k=self.k, arch=self.arch, **self._sae_options())
+    def _configs(self, d_in: int, n_rows: int) -> tuple[SAEConfig, TrainConfig]:
+        """The SAE and training configurations these parameters describe, for ``n_rows`` inputs of width ``d_in``
+        (``n_latents``, ``batch_size`` and the schedule left None are chosen from the data: :mod:`sae.train.plan`)."""
+        n_latents = self.n_latents or default_n_latents(n_rows - int(round(n_rows * self.holdout_frac)), d_in, self.k)
+        sae_cfg = SAEConfig(d_in=d_in, n_latents=n_latents, k=self.k, arch=self.arch, **self._sae_options())
         train_cfg = TrainConfig(batch_size=self.batch_size, epochs=self.epochs, lr=self.lr, seed=self.seed,
                                 device=self.device, holdout_frac=self.holdout_frac)
         return sae_cfg, train_cfg
 
     def fit(self, X, y=None) -> SAE:
         """Train on ``X`` (an (N, d) array or a Store); ``y`` is ignored (sklearn API)."""
-        d_in = X.dim if isinstance(X, Store) else np.asarray(X).shape[1]
-        sae_cfg, train_cfg = self._configs(d_in)
+        n_rows, d_in = (X.n_rows, X.dim) if isinstance(X, Store) else np.asarray(X).shape
+        sae_cfg, train_cfg = self._configs(d_in, n_rows)
         trainer = Trainer(sae_cfg, train_cfg, progress=self.progress)
         self.model_ = trainer.fit(X)
-        self.cfg_, self.train_cfg_ = sae_cfg, train_cfg
+        self.cfg_, self.train_cfg_ = sae_cfg, trainer.cfg
         self.history_ = trainer.state_.log
         return self
 

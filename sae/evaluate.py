@@ -91,10 +91,14 @@ def probe_recovery(
     train_mask: np.ndarray,
     ns: Sequence[int] = (1, 3, 10, 50),
     seed: int = 0,
+    baselines: dict[str, sp.csr_matrix] | None = None,
 ) -> pd.DataFrame:
     """Logistic-regression probe on dense embeddings vs on the top-N SAE features (ANOVA F on train rows).
 
-    Returns balanced test accuracy for the dense probe and for each N, with the ratio to dense.
+    Returns balanced test accuracy for the dense probe and for each N (``sae_topN``), with the ratio to
+    dense, and the same k-sparse probe on each code matrix of ``baselines`` (``<name>_topN``, e.g. a
+    random SAE's codes) and on the N best raw embedding dimensions (``raw_topN``): what N features of
+    the embedding itself already give.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
@@ -113,23 +117,29 @@ def probe_recovery(
             return float(balanced_accuracy_score(y_te, clf.predict(scaler.transform(x_te))))
 
     dense_acc = fit_score(dense[train_mask], dense[~train_mask])
-    codes = sp.csr_matrix(codes)
-    c_tr, c_te = codes[np.flatnonzero(train_mask)], codes[np.flatnonzero(~train_mask)]
-    order = select_features(c_tr.toarray(), y_tr, max(ns))
     rows = [{"probe": "dense", "n_features": dense.shape[1], "balanced_accuracy": dense_acc, "ratio_to_dense": 1.0}]
-    for n in ns:
-        cols = order[:n]
-        acc = fit_score(c_tr[:, cols].toarray(), c_te[:, cols].toarray())
-        rows.append({"probe": f"sae_top{n}", "n_features": n, "balanced_accuracy": acc, "ratio_to_dense": acc / max(dense_acc, 1e-12)})
+    tr, te = np.flatnonzero(train_mask), np.flatnonzero(~train_mask)
+    matrices: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
+    for name, mat in {"sae": codes, **(baselines or {})}.items():
+        mat = sp.csr_matrix(mat)
+        matrices[name] = (mat[tr].toarray(), mat[te].toarray(), True)
+    matrices["raw"] = (dense[tr], dense[te], False)  # raw dimensions separate classes with either sign
+    for name, (x_tr, x_te, one_sided) in matrices.items():
+        order = select_features(x_tr, y_tr, max(ns), one_sided=one_sided)
+        for n in ns:
+            cols = order[:n]
+            acc = fit_score(x_tr[:, cols], x_te[:, cols])
+            rows.append({"probe": f"{name}_top{n}", "n_features": n, "balanced_accuracy": acc, "ratio_to_dense": acc / max(dense_acc, 1e-12)})
     return pd.DataFrame(rows)
 
 
-def select_features(codes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+def select_features(codes: np.ndarray, y: np.ndarray, n: int, one_sided: bool = True) -> np.ndarray:
     """The ``n`` features that best separate the classes, taken round-robin over classes.
 
     Each class ranks features by a one-vs-rest ANOVA F (features firing more inside the class than
-    outside); classes then take turns, so a 7-class target gets features for every class instead of
-    ten near-duplicates for the easiest one.
+    outside; with ``one_sided=False``, as for raw embedding dimensions, either direction counts);
+    classes then take turns, so a 7-class target gets features for every class instead of ten
+    near-duplicates for the easiest one.
     """
     from sklearn.feature_selection import f_classif
 
@@ -143,7 +153,7 @@ def select_features(codes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)  # constant (never firing) features have no F statistic
             f, _ = f_classif(codes, inside)
         f = np.nan_to_num(f, nan=-1.0)
-        if len(classes) > 1:
+        if len(classes) > 1 and one_sided:
             f[codes[inside].mean(0) <= codes[~inside].mean(0)] = -1.0
         rankings.append(list(np.argsort(-f, kind="stable")))
     chosen: list[int] = []
@@ -243,6 +253,22 @@ def monosemanticity(
                 best = cand
         out.append(best)
     return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------------- the random-SAE baseline
+def random_sae(model: SparseAutoencoder, k: int | None = None, seed: int = 0) -> SparseAutoencoder:
+    """A TopK SAE of ``model``'s size that learned nothing: random unit decoder rows, the encoder their
+    transpose, no encoder bias, ``model``'s decoder bias (the data's centre) and ``k`` active latents
+    (default ``model.cfg.k``). Every metric of a trained SAE is reported beside this one's."""
+    from sae.models import SAEConfig
+
+    cfg = SAEConfig(d_in=model.cfg.d_in, n_latents=model.cfg.n_latents, k=int(k or model.cfg.k), arch="topk", aux_k=0)
+    rand = SparseAutoencoder(cfg, seed=10_007 + seed)
+    with torch.no_grad():
+        rand.W_enc.copy_(rand.W_dec)
+        rand.b_dec.copy_(model.b_dec.detach() / model.scale)
+        rand.scale.fill_(1.0)
+    return rand.eval()
 
 
 # ---------------------------------------------------------------------- dictionaries

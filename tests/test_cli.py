@@ -16,7 +16,7 @@ def test_demo_small_and_info(tmp_path, capsys):
     assert main(["demo", "--small", "--workspace", str(ws)]) == 0
     out = capsys.readouterr().out
     assert "[store]" in out and "MRI slices" in out and "1280-d" in out
-    assert "[train]" in out and "held-out R2" in out and "probe accuracy with 10 features" in out
+    assert "[train]" in out and "held-out R2" in out and "balanced accuracy of a probe on 10 features" in out and "random SAE" in out
     assert "[label]" in out and "[search]" in out and "metadata queries" in out and "SAIL" in out and "plan: " in out
     assert main(["info", str(ws)]) == 0
     out = capsys.readouterr().out

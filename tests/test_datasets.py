@@ -86,3 +86,56 @@ def test_planted_bad_config(mem_url):
         make_planted(mem_url, PlantedConfig(n_rows=10, n_concepts=20), progress=False)
     with pytest.raises(SaeError, match="unknown slice kind"):
         make_planted(mem_url, PlantedConfig(n_rows=10, dim=8, n_concepts=96, slices=(SliceSpec("weird"),)), progress=False)
+
+
+def test_planted_hierarchy_shares_the_parent_direction(mem_url):
+    cfg = PlantedConfig(n_rows=4000, dim=48, n_concepts=160, n_parents=8, children_per_parent=5, child_cos=0.6,
+                        exclusive_siblings=True, n_revealed=16, slices=(), seed=2)
+    store, truth = make_planted(mem_url, cfg, progress=False, block_rows=1500)
+    kids = np.flatnonzero(truth.parents >= 0)
+    assert np.array_equal(np.bincount(truth.parents[kids]), [5] * 8), "every parent has exactly 5 children"
+    assert set(kids) <= set(range(8, 160)) and (truth.parents[:8] == -1).all()
+    np.testing.assert_allclose(np.linalg.norm(truth.directions, axis=1), 1, atol=1e-5)
+    cos = (truth.directions[kids] * truth.directions[truth.parents[kids]]).sum(1)
+    np.testing.assert_allclose(cos, 0.6, atol=1e-5)
+    active = truth.codes.toarray() > 0
+    for p in range(8):
+        family = kids[truth.parents[kids] == p]
+        assert active[active[:, family].any(1), p].all(), "a child never fires without its parent"
+        assert active[:, family].sum(1).max() <= 1, "siblings never share a row"
+        assert (active[:, p] & ~active[:, family].any(1)).sum() > 20, "parents also appear alone"
+    x = store.read_embeddings()
+    clean = np.asarray(truth.codes @ truth.directions) + truth.offset
+    assert np.linalg.norm(x - clean, axis=1).mean() / np.linalg.norm(clean - truth.offset, axis=1).mean() < 0.07
+
+
+def test_hierarchy_options_off_give_the_original_data(mem_url):
+    """child_cos=0, children_per_parent=0 and exclusive_siblings=False draw nothing extra: same data as the defaults."""
+    from dataclasses import replace
+
+    cfg = PlantedConfig(n_rows=1500, dim=32, n_concepts=96, n_parents=4, n_revealed=16)
+    a, ta = make_planted(mem_url, cfg, progress=False)
+    b, tb = make_planted(mem_url.replace("store", "b"), replace(cfg, child_cos=0.0, children_per_parent=0, exclusive_siblings=False), progress=False)
+    assert a.fingerprint == b.fingerprint and np.array_equal(ta.directions, tb.directions)
+    c, tc = make_planted(mem_url.replace("store", "c"), replace(cfg, child_cos=0.5), progress=False)
+    assert np.array_equal(ta.parents, tc.parents) and (ta.codes != tc.codes).nnz == 0, "child_cos moves directions only"
+    free = ta.parents < 0
+    assert np.array_equal(ta.directions[free], tc.directions[free]) and not np.array_equal(ta.directions, tc.directions)
+
+
+def test_hierarchical_config_preset(mem_url):
+    from sae.datasets.planted import hierarchical_config
+
+    cfg = hierarchical_config(n_rows=6000, dim=32)
+    assert (cfg.n_rows, cfg.dim, cfg.n_concepts, cfg.n_parents, cfg.children_per_parent, cfg.child_cos) == (6000, 32, 1024, 64, 6, 0.6)
+    assert hierarchical_config(child_cos=0.0).child_cos == 0.0 and hierarchical_config().n_rows == 100_000
+    _, truth = make_planted(mem_url, cfg, progress=False)
+    l0 = float((truth.codes > 0).sum(1).mean())
+    assert 7.0 < l0 < 8.2, f"about 7.5 true concepts per row, got {l0:.2f}"
+
+
+def test_planted_bad_hierarchy(mem_url):
+    with pytest.raises(SaeError, match="child_cos"):
+        make_planted(mem_url, PlantedConfig(n_rows=10, dim=8, n_concepts=96, child_cos=1.0), progress=False)
+    with pytest.raises(SaeError, match="children_per_parent"):
+        make_planted(mem_url, PlantedConfig(n_rows=10, dim=8, n_concepts=96, n_parents=8, children_per_parent=12), progress=False)

@@ -62,6 +62,26 @@ def test_probe_recovery_against_sklearn():
     np.testing.assert_allclose(df.iloc[0]["balanced_accuracy"], direct, rtol=1e-9)
     top3 = df[df["probe"] == "sae_top3"].iloc[0]
     assert top3["balanced_accuracy"] > 0.95 and top3["ratio_to_dense"] == top3["balanced_accuracy"] / direct
+    # baselines: another code matrix (pure noise) and the raw dimensions, selected two-sided
+    noise = sp.csr_matrix(rng.random((600, 20)) * (rng.random((600, 20)) < 0.2))
+    df = ev.probe_recovery(dense, sp.csr_matrix(codes), y.astype(str), train, ns=(1, 3), baselines={"random_sae": noise}).set_index("probe")
+    assert df.loc["random_sae_top3", "balanced_accuracy"] < 0.6 < df.loc["raw_top3", "balanced_accuracy"]
+    flipped = dense.copy()
+    flipped[:, :3] *= -1  # class evidence pointing down: a two-sided selection still finds those dimensions
+    assert set(ev.select_features(flipped[train], y[train], 3, one_sided=False)) == {0, 1, 2}
+
+
+def test_random_sae_is_the_baseline_of_the_same_size():
+    model = SparseAutoencoder(SAEConfig(d_in=16, n_latents=64, k=4, arch="batchtopk"))
+    with torch.no_grad():
+        model.b_dec.fill_(0.5)
+    rand = ev.random_sae(model, k=6, seed=1)
+    assert rand.cfg.arch == "topk" and rand.cfg.k == 6 and rand.cfg.n_latents == 64 and not rand.training
+    torch.testing.assert_close(rand.W_enc, rand.W_dec)
+    torch.testing.assert_close(rand.W_dec.norm(dim=1), torch.ones(64))
+    torch.testing.assert_close(rand.b_dec, torch.full((16,), 0.5))
+    assert (rand.encode(torch.randn(3, 16))[0] > 0).sum(1).le(6).all()
+    torch.testing.assert_close(ev.random_sae(model, seed=1).W_dec, rand.W_dec)  # seeded
 
 
 def test_fingerprint_fidelity_identity_and_noise():

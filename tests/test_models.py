@@ -56,7 +56,7 @@ def test_batch_topk_keeps_the_batch_top():
     assert (keep.sum(1) <= 20).all() and (keep.sum(1) != 5).any(), "rows differ in L0"
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka", "relu"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka", "relu", "jumprelu"])
 def test_training_forward_backward_and_decoder_norm(arch):
     cfg = SAEConfig(d_in=16, n_latents=64, k=4, arch=arch, aux_k=4)
     m = SparseAutoencoder(cfg, seed=1)
@@ -146,7 +146,7 @@ def test_architecture_registry_and_a_new_architecture():
     from sae.models.base import get_architecture, register, registered_archs, unregister
     from sae.models.topk import TopKSAE
 
-    assert ARCHS == ("topk", "batchtopk", "matryoshka", "relu") == registered_archs()
+    assert ARCHS == ("topk", "batchtopk", "matryoshka", "relu", "jumprelu") == registered_archs()
     for name in ARCHS:
         m = SparseAutoencoder(SAEConfig(d_in=8, n_latents=32, k=4, arch=name))
         assert type(m) is get_architecture(name) and isinstance(m, SparseAutoencoder) and m.arch_name == name
@@ -174,10 +174,10 @@ def test_architecture_registry_and_a_new_architecture():
     finally:
         unregister("tiny_topk_test")
     assert "tiny_topk_test" not in sae.models.ARCHS
-    with pytest.raises(SaeError, match=r"unknown architecture 'jumprelu'; choose one of \('topk', 'batchtopk', 'matryoshka', 'relu'\)"):
-        SAEConfig(d_in=8, arch="jumprelu")
-    with pytest.raises(SaeError, match="unknown architecture 'jumprelu'"):
-        get_architecture("jumprelu")
+    with pytest.raises(SaeError, match=r"unknown architecture 'gated'; choose one of \('topk', 'batchtopk', 'matryoshka', 'relu', 'jumprelu'\)"):
+        SAEConfig(d_in=8, arch="gated")
+    with pytest.raises(SaeError, match="unknown architecture 'gated'"):
+        get_architecture("gated")
     with pytest.raises(SaeError, match="config says 'batchtopk'"):
         TopKSAE(SAEConfig(d_in=8, n_latents=32, k=4, arch="batchtopk"))
 

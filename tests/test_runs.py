@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sae.cli import main
 from sae.errors import SaeError, StaleArtifactError
 from sae.estimator import SAE
 from sae.models import SAEConfig
-from sae.pipeline import evaluate_run, train_run
+from sae.pipeline import evaluate_run, metrics_frame, train_run
 from sae.run import Run, Workspace
 from sae.store import Store
 from sae.sweep import pareto_front, sweep
@@ -38,8 +39,17 @@ def test_train_run_writes_everything(demo_ws):
     assert {"orientation", "artifact"} <= targets
     assert 0 <= m["fingerprint_fidelity@10"] <= 1 and m["monosemanticity"]["features"] > 0
     assert run.config["store_fingerprint"] == demo_ws.open_store().fingerprint
+    assert set(metrics_frame(m)["metric"]) >= {"reconstruction/r2", "probe/orientation/dense", "probe/orientation/sae_top10", "fingerprint_fidelity@10"}
     df = evaluate_run(run, targets=["orientation"], probe_ns=(1, 10), progress=False)
-    assert set(df["metric"]) >= {"reconstruction/r2", "probe/orientation/dense", "probe/orientation/sae_top10", "fingerprint_fidelity@10"}
+    head = df.set_index("metric")
+    # every headline metric sits beside its random-SAE baseline; the trained SAE beats it where it should
+    assert head.loc["held-out R2", "sae"] > head.loc["held-out R2", "random_sae"]
+    assert head.loc["fingerprint fidelity@10", "random_sae"] >= 0
+    probe = head.loc["probe orientation: top-10 balanced acc"]
+    assert 0 <= probe["random_sae"] <= 1 and 0 <= probe["raw_dims"] <= 1 and 0 <= probe["dense"] <= 1
+    m = run.metrics()
+    assert m["baselines"]["random_sae"]["k"] == 8 and m["evaluation"]["mode"] == "full"
+    assert {p["probe"] for p in m["probes"]} == {"dense", "sae_top1", "sae_top10", "random_sae_top1", "random_sae_top10", "raw_top1", "raw_top10"}
     assert Run.find(demo_ws).name == run.name
     with pytest.raises(SaeError, match="no SAE run 'nope'"):
         Run.find(demo_ws, "nope")
@@ -92,8 +102,10 @@ def test_cli_train_evaluate_encode_resume(demo_ws, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "held-out R2" in out and "probe orientation" in out
+    assert "evaluation: quick" in out and "random_sae" in out  # the bounded evaluation, baselines beside every metric
     assert main(["evaluate", ws, "--run", "cli-run", "--targets", "artifact"]) == 0
-    assert "probe/artifact/sae_top10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "probe artifact: top-10 balanced acc" in out and "raw_dims" in out and "evaluation: full" in out
     assert main(["encode", ws]) == 0
     assert "encoded" in capsys.readouterr().out
     assert main(args + ["--resume", "--k", "5"]) == 2
@@ -116,3 +128,34 @@ def test_rerunning_a_sweep_reuses_current_runs_and_retrains_stale_ones(demo_ws):
     (run.path / "metrics.json").unlink()  # not evaluated: retrained in its place
     sweep(demo_ws, cfgs, progress=False, figure=False)
     assert Run(demo_ws, run.path).model_digest == digest and (run.path / "metrics.json").exists()
+
+
+def test_cli_train_at_defaults_prints_and_records_its_choices(demo_ws, capsys):
+    """No flags: n, batch, steps and the plateau stop are chosen from the rows, printed once and saved."""
+    ws = str(demo_ws.path)
+    assert main(["train", ws, "--k", "4", "--no-eval", "--name", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("plan: ") == 1 and "latents" in out and "batch" in out and "plateaus" in out
+    assert "evaluation skipped" in out and "held-out R2" not in out
+    run = Run.open(ws, "auto")
+    cfg = run.config
+    rows = demo_ws.open_store().n_rows
+    assert cfg["train"]["batch_size"] >= 1 and cfg["train"]["stop_on_plateau"] is True and cfg["n_latents"] == 128
+    assert cfg["split"]["validation_rows"][1] == cfg["split"]["holdout_rows"][0] and cfg["split"]["train_rows"][1] == cfg["split"]["validation_rows"][0]
+    assert any("latents" in n for n in cfg["plan"]) and cfg["stopped"].startswith(("plateau", "step cap"))
+    assert not (run.path / "metrics.json").exists() and rows > 0
+    log = json.loads((run.path / "train_log.json").read_text())
+    assert log["validation"] and log["train"]["steps"] == cfg["steps"]
+
+
+def test_cli_planted_hierarchy_reports_recovery_beside_a_random_decoder(tmp_path, capsys):
+    ws = str(tmp_path / "h")
+    assert main(["planted", ws, "--hierarchy", "--rows", "3000", "--dim", "32"]) == 0
+    capsys.readouterr()
+    assert main(["train", ws, "--k", "8", "--steps", "300", "--name", "h"]) == 0
+    out = capsys.readouterr().out
+    assert "MMCS parents" in out and "MMCS children" in out and "ground-truth recovery (MMCS)" in out
+    m = Run.open(ws, "h").metrics()
+    hier = m["hierarchy"]
+    assert hier["n_parents"] == 64 and hier["n_children"] == 384 and "mmcs_children_residual" in hier
+    assert m["ground_truth_recovery"] > m["baselines"]["random_sae"]["ground_truth_recovery"]

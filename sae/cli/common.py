@@ -77,19 +77,21 @@ def print_info(ws) -> None:
 
 
 def print_metrics(run) -> None:
+    """The run's headline metrics, each beside its random-SAE baseline (and raw-dimension / dense probes)."""
+    from sae.assess import headline_table
+
     m = run.metrics()
     rec, sp_ = m.get("reconstruction", {}), m.get("sparsity", {})
     print(f"SAE {run.name}: held-out R2 {rec.get('r2', float('nan')):.4f} (FVU {rec.get('fvu', float('nan')):.4f}), "
           f"L0 {rec.get('l0', float('nan')):.1f}, dead {sp_.get('dead_frac', float('nan')):.1%}, dense {sp_.get('dense_frac', float('nan')):.1%}")
-    for p in m.get("probes", []):
-        if p["probe"] in ("dense", "sae_top10"):
-            print(f"  probe {p['target']:<14} {p['probe']:<10} balanced acc {p['balanced_accuracy']:.3f} ({p['ratio_to_dense']:.0%} of dense)")
-    if "fingerprint_fidelity@10" in m:
-        print(f"  fingerprint retrieval fidelity@10 {m['fingerprint_fidelity@10']:.3f}")
-    if m.get("monosemanticity"):
-        print(f"  monosemanticity (mean over features) {m['monosemanticity']['mean']:.3f}")
-    if "ground_truth_recovery" in m:
-        print(f"  ground-truth recovery (mean max cosine) {m['ground_truth_recovery']:.3f}")
+    table = headline_table(m).dropna(axis=1, how="all")
+    if len(table):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    ev_, secs = m.get("evaluation", {}), m.get("seconds", {})
+    if ev_:
+        share = f", {secs['evaluate_share_of_train']:.0%} of the training time" if "evaluate_share_of_train" in secs else ""
+        print(f"  evaluation: {ev_.get('mode')} ({ev_.get('reconstruction_rows', 0):,} held-out rows, {ev_.get('sample_rows', 0):,}-row probe sample; "
+              f"{ev_.get('seconds', 0):.1f} s{share})" + ("; `sae evaluate` runs the full one" if ev_.get("mode") == "quick" else ""))
     print(f"  run folder {run.path}")
 
 
@@ -98,10 +100,12 @@ def add_sae_args(p) -> None:
     from sae.models import ARCHS
 
     p.add_argument("--arch", choices=list(ARCHS), default="topk")
-    p.add_argument("--n", type=positive_int, default=4096, help="dictionary size (number of latents)")
-    p.add_argument("--k", type=positive_int, default=32, help="active latents per row")
-    p.add_argument("--epochs", type=positive_float, default=10.0)
-    p.add_argument("--batch-size", type=positive_int, default=4096)
+    p.add_argument("--n", type=positive_int, default=None, help="dictionary size (default: about one latent per 8 rows, 128..4,096)")
+    p.add_argument("--k", type=positive_int, default=32, help="active latents per row (see --auto-k)")
+    p.add_argument("--epochs", type=positive_float, default=None, help="fixed passes over the rows (default: an automatic schedule)")
+    p.add_argument("--steps", type=positive_int, default=None, help="fixed optimizer steps (default: up to 6,000, stopped on a plateau)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: 4*sqrt(rows) as a power of two, 256..4,096")
+    p.add_argument("--no-plateau-stop", action="store_true", help="train the whole schedule (no stop when the validation FVU plateaus)")
     p.add_argument("--lr", type=positive_float, default=None, help="default 2e-4 / sqrt(n / 2^14)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--l1", type=non_negative_float, default=5.0, help="relu: L1 coefficient")
@@ -155,13 +159,23 @@ def check_device(device: str) -> str:
     return device
 
 
-def configs(args, n: int | None = None, k: int | None = None):
+def configs(args, n: int | None = None, k: int | None = None, *, announce: bool = True):
+    """The SAE and training configs the options describe; automatic choices are printed once (``announce``)."""
     from sae.models import SAEConfig
     from sae.run import Workspace
     from sae.train import TrainConfig
+    from sae.train.plan import default_n_latents, latents_note, plan_schedule
 
     store = Workspace(args.workspace).open_store()
-    sae_cfg = SAEConfig(d_in=store.dim, n_latents=n or args.n, k=k or args.k, arch=args.arch, l1_coeff=args.l1, aux_k=args.aux_k)
-    train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed, holdout_frac=args.holdout,
+    k = k or args.k
+    n_train = store.n_rows - int(round(store.n_rows * args.holdout))
+    n_latents = n or args.n or default_n_latents(n_train, store.dim, k)
+    notes = [] if (n or args.n) else [latents_note(n_latents, n_train, store.dim)]
+    sae_cfg = SAEConfig(d_in=store.dim, n_latents=n_latents, k=k, arch=args.arch, l1_coeff=args.l1, aux_k=args.aux_k)
+    train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, max_steps=args.steps, lr=args.lr, seed=args.seed,
+                            holdout_frac=args.holdout, stop_on_plateau=False if args.no_plateau_stop else None,
                             memory_budget_gb=args.memory_budget_gb, device=check_device(args.device), checkpoint_every=args.checkpoint_every)
-    return sae_cfg, train_cfg
+    notes += plan_schedule(train_cfg, n_train, n_latents).notes
+    if announce and notes:
+        print("plan: " + "; ".join(notes), flush=True)
+    return sae_cfg, train_cfg, notes

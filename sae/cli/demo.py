@@ -58,11 +58,15 @@ def stage_train(ws: Workspace, opts: DemoOptions) -> str:
         run = train_run(ws, sae_cfg, train_cfg, name=name, overwrite=True, evaluate=False)
         evaluate_run(run, targets=[t for t in DEMO_TARGETS if t in store.columns])
     m = run.metrics()
-    rec = m["reconstruction"]
-    probes = {p["target"]: p["ratio_to_dense"] for p in m["probes"] if p["probe"] == "sae_top10"}
-    probe_text = ", ".join(f"{t} {r:.0%}" for t, r in probes.items())
-    return (f"{run.name}: held-out R2 {rec['r2']:.3f} at L0 {rec['l0']:.0f}, dead {m['sparsity']['dead_frac']:.1%}; "
-            f"probe accuracy with 10 features vs dense: {probe_text}; fingerprint fidelity@10 {m['fingerprint_fidelity@10']:.2f}")
+    rec, base = m["reconstruction"], m.get("baselines", {}).get("random_sae", {})
+    rand_r2 = base.get("reconstruction", {}).get("r2", float("nan"))
+    acc = {(p["target"], p["probe"]): p["balanced_accuracy"] for p in m["probes"]}
+    probe_text = ", ".join(f"{t} {acc[(t, 'sae_top10')]:.2f} (random SAE {acc.get((t, 'random_sae_top10'), float('nan')):.2f}, "
+                           f"10 raw dims {acc.get((t, 'raw_top10'), float('nan')):.2f}, dense {acc[(t, 'dense')]:.2f})"
+                           for t in dict.fromkeys(t for t, p in acc if p == "sae_top10"))
+    return (f"{run.name}: held-out R2 {rec['r2']:.3f} (random SAE {rand_r2:.3f}) at L0 {rec['l0']:.0f}, dead {m['sparsity']['dead_frac']:.1%}; "
+            f"balanced accuracy of a probe on 10 features: {probe_text}; fingerprint fidelity@10 {m['fingerprint_fidelity@10']:.2f} "
+            f"(random SAE {base.get('fingerprint_fidelity@10', float('nan')):.2f})")
 
 
 def stage_label(ws: Workspace, opts: DemoOptions) -> str:

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (same configuration)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run of this name (its codes, labels, hand edits and audits are removed when the new run is ready)")
+    p.add_argument("--no-eval", action="store_true", help="skip the (bounded) evaluation after training; run `sae evaluate` later")
+    p.add_argument("--auto-k", action="store_true",
+                   help="first pick k on the elbow of held-out FVU vs k (short TopK runs on up to 20,000 rows, k = 2..64)")
     p.set_defaults(func=train_cmds.cmd_train)
     p = sub.add_parser("sweep", help="train a grid of dictionary sizes x k; prints the results and writes the Pareto figure")
     add_sae_args(p)
@@ -69,12 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace")
     p.add_argument("--run", help="SAE run name (default: the latest)")
     p.add_argument("--targets", nargs="+", help="metadata columns for probes and monosemanticity (default: categorical ones)")
+    p.add_argument("--quick", action="store_true", help="the bounded evaluation `sae train` runs (20,000 held-out rows, 5,000-row probe sample)")
     p.set_defaults(func=train_cmds.cmd_evaluate)
     p = sub.add_parser("planted", help="generate a planted ground-truth workspace")
     p.add_argument("workspace")
     p.add_argument("--rows", type=positive_int, default=100_000)
     p.add_argument("--dim", type=positive_int, default=768)
     p.add_argument("--concepts", type=positive_int, default=2048)
+    p.add_argument("--hierarchy", action="store_true",
+                   help="parents with children sharing 60%% of their direction (1,024 concepts, true L0 ~7.6; --concepts is ignored)")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true")

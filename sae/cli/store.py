@@ -91,11 +91,14 @@ def cmd_info(args) -> int:
 
 
 def cmd_planted(args) -> int:
-    from sae.datasets.planted import PlantedConfig, make_planted
+    from sae.datasets.planted import PlantedConfig, hierarchical_config, make_planted
     from sae.run import Workspace
 
     ws = Workspace(args.workspace)
-    cfg = PlantedConfig(n_rows=args.rows, dim=args.dim, n_concepts=args.concepts, dtype=args.dtype, seed=args.seed)
+    if args.hierarchy:  # the hierarchy benchmark's dataset (1,024 concepts; 64 parents x 6 children at cosine 0.6)
+        cfg = hierarchical_config(n_rows=args.rows, dim=args.dim, seed=args.seed, dtype=args.dtype)
+    else:
+        cfg = PlantedConfig(n_rows=args.rows, dim=args.dim, n_concepts=args.concepts, dtype=args.dtype, seed=args.seed)
     t0 = time.perf_counter()
     _, truth = make_planted(ws.store_path, cfg, overwrite=args.overwrite)
     truth.save(ws.path / "truth.npz")

@@ -10,18 +10,49 @@ def cmd_train(args) -> int:
     from sae.run import Workspace
     from sae.train.ddp import launched_by_torchrun
 
-    sae_cfg, train_cfg = configs(args)
+    notes: list[str] = []
+    if args.auto_k:
+        notes.append(_auto_k(args))
+    sae_cfg, train_cfg, latent_notes = configs(args, k=args.k)
+    notes += latent_notes
+    evaluate = not args.no_eval
     if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 encodes and evaluates
         from sae.pipeline import train_run_ddp
 
-        run = train_run_ddp(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume, compute=dask_config(args))
+        run = train_run_ddp(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume, compute=dask_config(args),
+                            evaluate=evaluate)
         if run is None:
             return 0
     else:
         run = train_run(Workspace(args.workspace), sae_cfg, train_cfg, name=args.name, resume=args.resume, overwrite=args.overwrite,
-                        compute=dask_config(args))
-    print_metrics(run)
+                        compute=dask_config(args), evaluate=evaluate, notes=notes)
+    _print_stop(run)
+    if evaluate:
+        print_metrics(run)
+    else:
+        print(f"SAE {run.name} trained and encoded (evaluation skipped: run `sae evaluate {args.workspace} --run {run.name}`)")
     return 0
+
+
+def _auto_k(args) -> str:
+    """Pick k with :func:`sae.train.autok.choose_k` (on the training rows), print the curve and set ``args.k``."""
+    from sae.run import Workspace
+    from sae.train.autok import choose_k
+    from sae.train.plan import default_n_latents
+
+    store = Workspace(args.workspace).open_store()
+    n_train = store.n_rows - int(round(store.n_rows * args.holdout))
+    n = args.n or default_n_latents(n_train, store.dim)
+    choice = choose_k(store, n, seed=args.seed, rows=slice(0, n_train))
+    print(choice.curve.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(choice.note(), flush=True)
+    args.k = choice.k
+    return choice.note()
+
+
+def _print_stop(run) -> None:
+    cfg = run.config
+    print(f"trained {cfg.get('steps', 0):,} steps: {cfg.get('stopped', 'step cap')}")
 
 
 def cmd_sweep(args) -> int:
@@ -30,7 +61,7 @@ def cmd_sweep(args) -> int:
 
     ws = Workspace(args.workspace)
     grid = [(n, k) for n in args.ns for k in args.ks]
-    df = sweep(ws, [configs(args, n, k) for n, k in grid])
+    df = sweep(ws, [configs(args, n, k, announce=False)[:2] for n, k in grid])
     print(df.to_string(index=False))
     return 0
 
@@ -51,7 +82,6 @@ def cmd_evaluate(args) -> int:
 
     ws = Workspace(args.workspace)
     run = Run.find(ws, args.run)
-    df = evaluate_run(run, targets=args.targets)
-    print(df.to_string(index=False))
+    evaluate_run(run, targets=args.targets, quick=args.quick)
     print_metrics(run)
     return 0

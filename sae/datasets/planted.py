@@ -5,14 +5,21 @@ offset and Gaussian noise. Children only fire with their parent; some concepts a
 categorical metadata columns; planted failure slices (a concept that causes failures, a rare
 subgroup, a spurious correlation) drive a ``failure`` column. Rows are generated block by block
 straight into the store, so 1e6 rows need little memory.
+
+By default a child's direction is independent of its parent's. Real hierarchies are not: "dog" lies
+near "animal". ``child_cos`` makes each child share a component with its parent, ``children_per_parent``
+fixes the family sizes and ``exclusive_siblings`` keeps sibling sub-types apart in a row; this is
+the setting where SAEs absorb parents into children (:func:`hierarchical_config` is the benchmark's
+dataset, :mod:`sae.truth` its metrics). With the defaults the data are exactly those of before.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,6 +69,17 @@ class PlantedConfig:
     n_concepts: int = 512
     n_parents: int = 32
     """The first ``n_parents`` concepts each have children (about half of the other concepts); a child fires only with its parent."""
+    children_per_parent: int = 0
+    """Exactly this many children per parent (drawn at random among the concepts after the parents);
+    0 keeps the original layout (half of the other concepts, each given a random parent)."""
+    child_cos: float = 0.0
+    """Cosine of each child's direction with its parent's: child = a * parent + sqrt(1 - a**2) * own, with
+    a = ``child_cos`` and ``own`` the child's random direction orthogonalised against the parent (so the
+    child stays unit norm). 0: independent directions; in [0, 1)."""
+    exclusive_siblings: bool = False
+    """At most one child of each parent per row: a row's later draw of a sibling of an already drawn
+    child is dropped (mutually exclusive sub-types, "dog" or "cat" but not both). Parents still appear
+    alone, whenever they are drawn without any of their children."""
     k_active: int = 12
     """Concept draws per row (duplicates merge; children also switch their parent on)."""
     zipf: float = 0.6
@@ -127,19 +145,48 @@ def _frequencies(cfg: PlantedConfig) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _structure(cfg: PlantedConfig, rng: np.random.Generator):
+def _check_hierarchy(cfg: PlantedConfig) -> None:
     if cfg.n_concepts < cfg.n_parents + cfg.n_revealed // 2 + 8:
         raise SaeError(f"n_concepts={cfg.n_concepts} is too small for {cfg.n_parents} parents and {cfg.n_revealed} revealed concepts")
+    if not 0.0 <= cfg.child_cos < 1.0:
+        raise SaeError(f"child_cos must be in [0, 1), got {cfg.child_cos}")
+    if cfg.children_per_parent < 0 or cfg.n_parents * (cfg.children_per_parent + 1) > cfg.n_concepts:
+        raise SaeError(f"children_per_parent={cfg.children_per_parent} must be >= 0 and leave room: "
+                       f"{cfg.n_parents} parents x (1 + children) > n_concepts={cfg.n_concepts}")
+
+
+def _structure(cfg: PlantedConfig, rng: np.random.Generator):
+    _check_hierarchy(cfg)
     names = concept_names(cfg.n_concepts, rng)
     directions = rng.standard_normal((cfg.n_concepts, cfg.dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     parents = np.full(cfg.n_concepts, -1)
-    if cfg.n_parents:
+    if cfg.n_parents and cfg.children_per_parent:
+        children = rng.choice(np.arange(cfg.n_parents, cfg.n_concepts), size=cfg.n_parents * cfg.children_per_parent, replace=False)
+        parents[children] = np.repeat(np.arange(cfg.n_parents), cfg.children_per_parent)
+    elif cfg.n_parents:
         children = rng.choice(np.arange(cfg.n_parents, cfg.n_concepts), size=(cfg.n_concepts - cfg.n_parents) // 2, replace=False)
         parents[children] = rng.integers(0, cfg.n_parents, size=len(children))
+    if cfg.child_cos:
+        directions = share_parent_component(directions, parents, cfg.child_cos)
     offset = rng.standard_normal(cfg.dim)
     offset *= cfg.offset / np.linalg.norm(offset)
     return names, directions, parents, offset
+
+
+def share_parent_component(directions: np.ndarray, parents: np.ndarray, child_cos: float) -> np.ndarray:
+    """Directions where each child is ``child_cos * parent + sqrt(1 - child_cos**2) * own`` (unit norm).
+
+    ``own`` is the child's current direction with its parent component removed, so the child's cosine
+    with its parent is exactly ``child_cos``; parents and parent-free concepts are unchanged.
+    """
+    out = np.array(directions, dtype=np.float64)
+    kids = np.flatnonzero(parents >= 0)
+    p = out[parents[kids]]
+    own = out[kids] - (out[kids] * p).sum(1, keepdims=True) * p
+    own /= np.linalg.norm(own, axis=1, keepdims=True).clip(1e-12)
+    out[kids] = child_cos * p + np.sqrt(1.0 - child_cos**2) * own
+    return out
 
 
 def _pick_slices(cfg: PlantedConfig, parents: np.ndarray, rng: np.random.Generator) -> list[dict]:
@@ -174,6 +221,9 @@ def _block_codes(n: int, cfg: PlantedConfig, probs, parents, slices, rng) -> tup
     draws = np.searchsorted(cdf, rng.random((n, cfg.k_active)) * cdf[-1]).clip(max=cfg.n_concepts - 1)
     rows = np.repeat(np.arange(n), cfg.k_active)
     cols = draws.reshape(-1)
+    if cfg.exclusive_siblings:
+        keep = _first_of_each_family(draws, parents).reshape(-1)
+        rows, cols = rows[keep], cols[keep]
     with_parent = parents[cols] >= 0
     rows = np.concatenate([rows, rows[with_parent]])
     cols = np.concatenate([cols, parents[cols[with_parent]]])
@@ -191,6 +241,16 @@ def _block_codes(n: int, cfg: PlantedConfig, probs, parents, slices, rng) -> tup
     codes.sum_duplicates()
     codes.data = np.minimum(codes.data, 2.5)  # a concept drawn twice is still one concept, with a bounded value
     return codes, label
+
+
+def _first_of_each_family(draws: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Mask of the draws to keep: a child drawn after a different child of the same parent in its row is dropped."""
+    family = parents[draws]
+    keep = np.ones(draws.shape, dtype=bool)
+    for j in range(1, draws.shape[1]):
+        sibling = (family[:, :j] == family[:, j : j + 1]) & (draws[:, :j] != draws[:, j : j + 1]) & keep[:, :j]
+        keep[:, j] = (family[:, j] < 0) | ~sibling.any(axis=1)
+    return keep
 
 
 def _plant_rows(s: dict, n: int, label: np.ndarray, rng) -> np.ndarray:
@@ -221,7 +281,7 @@ def _block_meta(codes: sp.csr_matrix, label: np.ndarray, start: int, cfg: Plante
     members = np.zeros((codes.shape[0], len(slices)), dtype=bool)
     for j, s in enumerate(slices):
         members[:, j] = _slice_members(s, codes, label)
-    p_fail = np.where(members.any(axis=1), np.max(np.where(members, [s["failure_rate"] for s in slices], 0), axis=1), cfg.base_failure_rate)
+    p_fail = np.where(members.any(axis=1), np.max(np.where(members, [s["failure_rate"] for s in slices], 0), axis=1, initial=0.0), cfg.base_failure_rate)
     data["failure"] = rng.random(codes.shape[0]) < p_fail
     return pd.DataFrame(data), members
 
@@ -283,6 +343,20 @@ def make_planted(
         offset=offset.astype(np.float32), codes=codes, config=cfg,
     )
     return Store.open(store.url), truth
+
+
+def hierarchical_config(n_rows: int = 100_000, dim: int = 384, seed: int = 0, **overrides: Any) -> PlantedConfig:
+    """The hierarchy benchmark's dataset: 1,024 concepts, 64 parents with 6 children each (cosine 0.6).
+
+    Children are 384 of the other 960 concepts, the remaining 576 have no family; siblings never share
+    a row and about 47% of a parent's rows hold none of its children. Six zipf draws per row give a mean
+    true L0 of about 7.6 (children switch their parent on); noise 0.05 and no failure slices (their
+    dense ``label`` concept would add a 50%-frequency concept unrelated to the hierarchy).
+    ``overrides`` replace any other field (e.g. ``child_cos=0.0`` for the flat control).
+    """
+    cfg = PlantedConfig(n_rows=n_rows, dim=dim, n_concepts=1024, n_parents=64, children_per_parent=6, child_cos=0.6,
+                        exclusive_siblings=True, k_active=6, noise=0.05, slices=(), seed=seed)
+    return replace(cfg, **overrides)
 
 
 def _config_dict(cfg: PlantedConfig) -> dict:

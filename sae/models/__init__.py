@@ -1,4 +1,4 @@
-"""SAE architectures (TopK, BatchTopK, Matryoshka-BatchTopK, ReLU + L1), their registry and save/load.
+"""SAE architectures (TopK, BatchTopK, Matryoshka-BatchTopK, ReLU + L1, JumpReLU), their registry and save/load.
 
 ``SparseAutoencoder(cfg)`` builds the class registered for ``cfg.arch``; ``ARCHS`` lists the
 registered names (always current: it is read from the registry on access).
@@ -15,6 +15,7 @@ from sae.models import topk  # noqa: F401
 from sae.models import batchtopk  # noqa: F401
 from sae.models import matryoshka  # noqa: F401
 from sae.models import relu  # noqa: F401
+from sae.models import jumprelu  # noqa: F401
 # isort: on
 
 __all__ = ["ARCHS", "SAEConfig", "SparseAutoencoder", "get_architecture", "register", "registered_archs"]

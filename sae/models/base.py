@@ -117,8 +117,9 @@ class SparseAutoencoder(nn.Module):
     """The registered name (set by :func:`register`)."""
     unit_norm_decoder: ClassVar[bool] = True
     """Whether decoder rows are kept at unit norm (gradient projection + renormalisation every step)."""
-    has_batch_thresholds: ClassVar[bool] = False
-    """Whether training updates ``threshold`` from batch statistics (data-parallel ranks average them)."""
+    batch_statistic_buffers: ClassVar[tuple[str, ...]] = ()
+    """Buffers that training updates from each batch's statistics (BatchTopK's thresholds, JumpReLU's L0
+    controller): data-parallel ranks average them after every step so they stay identical."""
     scale: torch.Tensor
     """Buffer: the input scale (inputs are multiplied by it before encoding; 1 once folded)."""
     threshold: torch.Tensor
@@ -225,6 +226,11 @@ class SparseAutoencoder(nn.Module):
         return aux_loss
 
     # ------------------------------------------------------------------ thresholds
+    @torch.no_grad()
+    def init_from_sample(self, x_raw: torch.Tensor) -> None:
+        """Architecture-specific initialisation from raw training rows, after ``scale`` and ``b_dec``
+        are set from them (JumpReLU starts its thresholds at the target L0); nothing by default."""
+
     @torch.no_grad()
     def calibrate_thresholds(self, x_raw: torch.Tensor) -> None:
         """Fit the inference thresholds on raw rows after training; nothing to do by default."""

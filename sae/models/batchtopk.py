@@ -22,7 +22,7 @@ THRESHOLD_EMA = 0.99
 class BatchTopKSAE(SparseAutoencoder):
     """Batch-wide top-k over groups of latents (one group here; Matryoshka nests several)."""
 
-    has_batch_thresholds = True
+    batch_statistic_buffers = ("threshold",)
 
     def __init__(self, cfg: SAEConfig, *, seed: int = 0, device: str | torch.device = "cpu"):
         super().__init__(cfg, seed=seed, device=device)

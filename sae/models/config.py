@@ -29,7 +29,8 @@ class SAEConfig:
     row on average over a batch while training, a learned threshold (true JumpReLU: values below are
     zeroed, kept values are never shifted) at inference. ``matryoshka``: nested prefix dictionaries,
     each group with its own batch-top-k, every prefix trained to reconstruct on its own. ``relu``:
-    ReLU + L1 penalty weighted by decoder norms."""
+    ReLU + L1 penalty weighted by decoder norms. ``jumprelu``: learned per-latent thresholds, dense
+    training on FVU + an L0 penalty whose weight adapts so that the mean L0 stays near k."""
     k: int = 32
     """Active latents per row (topk, batchtopk; matryoshka: the sum of ``level_ks``)."""
     level_sizes: tuple[int, ...] = ()

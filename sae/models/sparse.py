@@ -60,9 +60,11 @@ class SparseEncode(torch.autograd.Function):
             vals = vals * keep
         aux_idx = aux_vals = None
         if aux is not None and dead_mask is not None and bool(dead_mask.any()):
-            pre.masked_fill_(~dead_mask, float("-inf"))
-            aux_idx, _ = aux(pre)
-            aux_vals = pre.gather(1, aux_idx).to(x.dtype).clamp_min_(0).nan_to_num_(neginf=0.0)
+            dead = dead_mask.nonzero().squeeze(1)  # AuxK ranks only the dead latents' columns (few, usually)
+            sub = pre.index_select(1, dead)
+            local, _ = aux(sub)
+            aux_idx = dead[local]
+            aux_vals = sub.gather(1, local).to(x.dtype).clamp_min_(0)
         saved_aux_idx = aux_idx if aux_idx is not None else idx[:, :0]
         saved_aux_vals = aux_vals if aux_vals is not None else vals[:, :0]
         ctx.save_for_backward(x, idx, vals, saved_aux_idx, saved_aux_vals)

@@ -13,10 +13,22 @@ from sae.errors import SaeError
 class TrainConfig:
     """How an SAE is trained; together with the SAEConfig and the store it fixes the result."""
 
-    batch_size: int = 4096
-    epochs: float = 10.0
-    """Passes over the training rows (fractions allowed); ``max_samples`` wins when set."""
+    batch_size: int | None = None
+    """Rows per optimizer step; default from the training rows (:func:`sae.train.plan.default_batch_size`)."""
+    epochs: float | None = None
+    """Passes over the training rows (fractions allowed); ``max_samples`` and ``max_steps`` win when set.
+    Unset, the schedule is automatic (:mod:`sae.train.plan`): up to ``TARGET_STEPS`` steps, stopped on a plateau."""
     max_samples: int | None = None
+    max_steps: int | None = None
+    """Optimizer steps (the cap when the plateau stop is on)."""
+    stop_on_plateau: bool | None = None
+    """Stop (after a short learning-rate decay) once the validation FVU stops improving; default on unless
+    the length of training is fixed (``epochs``, ``max_steps`` or ``max_samples``)."""
+    validation_rows: int | None = None
+    """Rows carved from the end of the training rows to watch the FVU (default 5%, 256..4,096); only
+    with the plateau stop. They are not trained on; the held-out evaluation rows are never used."""
+    eval_every: int | None = None
+    """Steps between validation FVUs (default: 1% of the step cap, at least 20)."""
     lr: float | None = None
     """Adam learning rate; default 2e-4 / sqrt(n_latents / 2**14) (the sparsify / OpenAI scaling)."""
     warmup_steps: int | None = None
@@ -44,10 +56,14 @@ class TrainConfig:
     """torch intra-op threads (default: torch's choice)."""
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0:
-            raise SaeError(f"batch_size must be positive, got {self.batch_size}")
-        if self.epochs <= 0 and not self.max_samples:
-            raise SaeError("epochs must be positive (or set max_samples)")
+        for name in ("batch_size", "max_samples", "max_steps", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SaeError(f"{name} must be positive, got {value}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise SaeError(f"epochs must be positive, got {self.epochs}")
+        if self.validation_rows is not None and self.validation_rows < 0:
+            raise SaeError(f"validation_rows must be >= 0, got {self.validation_rows}")
         if not 0 <= self.holdout_frac < 1:
             raise SaeError(f"holdout_frac must be in [0, 1), got {self.holdout_frac}")
 

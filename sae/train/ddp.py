@@ -100,7 +100,7 @@ class DistributedTrainer(Trainer):
         return {**super()._identity(fingerprint), "data_order": "sharded-global-batches"}
 
     def _make_data(self, source, split: Split) -> ShardedData:
-        return ShardedData(source, split.train, self.cfg.batch_size, self.cfg.seed, self.cfg.shuffle, self.rank, self.world)
+        return ShardedData(source, split.train, self.batch_size, self.cfg.seed, self.cfg.shuffle, self.rank, self.world)
 
     def _global_denominator(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's share of the global batch's energy around its mean (float64 sums, one all-reduce)."""
@@ -141,10 +141,11 @@ class DistributedTrainer(Trainer):
         mask = torch.zeros(model.cfg.n_latents, dtype=torch.int32, device=out.fired.device)
         mask[out.fired] = 1
         dist.all_reduce(mask, op=dist.ReduceOp.MAX)
-        if model.has_batch_thresholds:
-            with torch.no_grad():
-                dist.all_reduce(model.threshold)
-                model.threshold /= self.world
+        with torch.no_grad():
+            for name in model.batch_statistic_buffers:  # batch statistics (thresholds, L0 controller): the ranks' mean
+                buf = getattr(model, name)
+                dist.all_reduce(buf)
+                buf /= self.world
         return mask.nonzero().squeeze(1), n_local * self.world
 
     def _log_fvu(self, out) -> float:

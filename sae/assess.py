@@ -33,6 +33,7 @@ from sae.compute import MEMORY_BUDGET_GB, batch_rows
 from sae.errors import SaeError
 from sae.run import METRICS, Run
 from sae.store import Store
+from sae.truth import recovery_report, sae_codes
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,6 @@ def _reconstruction(models: dict[str, Any], store: Store, rows: np.ndarray, batc
     return {name: acc.result() for name, acc in accs.items()}
 
 
-def _codes_of(model, x: np.ndarray, batch: int = 4096) -> sp.csr_matrix:
-    parts = [model.to_csr(*model.encode(torch.from_numpy(x[a : a + batch]))) for a in range(0, len(x), batch)]
-    return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, model.cfg.n_latents))
-
-
 def _probes(store: Store, sample: np.ndarray, is_train: np.ndarray, dense: np.ndarray, codes: dict[str, sp.csr_matrix],
             targets: Sequence[str], ns: Sequence[int], seed: int) -> list[dict]:
     probes: list[dict] = []
@@ -132,8 +128,6 @@ def _ground_truth(run: Run, random_decoder: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {"ground_truth_recovery": ev.ground_truth_recovery(directions, decoder)[0],
                            "random_ground_truth_recovery": ev.ground_truth_recovery(directions, random_decoder)[0]}
     if "parents" in doc and (doc["parents"] >= 0).any():
-        from sae.truth import recovery_report
-
         out["hierarchy"] = recovery_report(directions, doc["parents"], decoder)
     return out
 
@@ -147,7 +141,9 @@ def evaluate_run(run: Run, *, targets: Sequence[str] | None = None, quick: bool 
     bounds = bounds or (QUICK if quick else FULL)
     ns = tuple(probe_ns) if probe_ns is not None else bounds.probe_ns
     store, codes, model = run.verify().store, run.codes, run.model
-    holdout = run.holdout() if run.holdout().stop > run.holdout().start else slice(0, store.n_rows)
+    holdout = run.holdout()
+    if holdout.stop <= holdout.start:  # nothing held out: evaluate on every row
+        holdout = slice(0, store.n_rows)
     rand = ev.random_sae(model, k=max(1, round(float(codes.l0().mean()))), seed=seed)
     metrics: dict[str, Any] = {**(extra or {}), "model_digest": run.model_digest}
     stages = tqdm(total=5, desc=f"evaluate {run.name}", unit="stage", disable=not progress)
@@ -163,13 +159,15 @@ def evaluate_run(run: Run, *, targets: Sequence[str] | None = None, quick: bool 
     sample = np.sort(rng.choice(store.n_rows, size=min(store.n_rows, n_probe), replace=False))
     is_train = (sample < holdout.start) | (sample >= holdout.stop)
     dense = store.read_embeddings(sample)
-    sample_codes = {"sae": codes.rows(sample), "random_sae": _codes_of(rand, dense)}
+    sample_codes = {"sae": codes.rows(sample), "random_sae": sae_codes(rand, dense)}
     targets = list(targets) if targets is not None else default_targets(store)
     metrics["probes"] = _probes(store, sample, is_train, dense, sample_codes, targets, ns, seed)
     stages.update()
     queries = np.flatnonzero(~is_train)[:200] if (~is_train).any() else np.arange(min(200, len(sample)))
-    fidelity = {name: ev.fingerprint_fidelity(dense, c, queries, k=10, top_features=8) for name, c in sample_codes.items()}
-    metrics["fingerprint_fidelity@10"] = fidelity["sae"]
+    fidelity: dict[str, float | None] = dict.fromkeys(sample_codes)
+    if len(sample) > 10:  # ten neighbours per query need more than ten rows
+        fidelity = {name: ev.fingerprint_fidelity(dense, c, queries, k=10, top_features=8) for name, c in sample_codes.items()}
+        metrics["fingerprint_fidelity@10"] = fidelity["sae"]
     stages.update()
     mono = {name: _monosemanticity(store, c, sample, targets, seed) for name, c in sample_codes.items()}
     metrics["monosemanticity"] = mono["sae"]

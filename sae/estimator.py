@@ -15,7 +15,7 @@ from sae.models import SAEConfig, SparseAutoencoder
 from sae.models.io import load_sae, save_sae
 from sae.store import Store
 from sae.train import TrainConfig, Trainer
-from sae.train.plan import default_n_latents
+from sae.train.plan import default_n_latents, training_rows
 
 SAE_OPTIONS = ("l1_coeff", "aux_k", "aux_coeff", "normalize_input", "bdec_init", "enc_init_norm", "row_cap", "level_sizes", "level_ks")
 """The :class:`SAEConfig` fields the estimator takes as keyword parameters (None: the config's default)."""
@@ -55,7 +55,7 @@ class SAE(BaseEstimator):
     def _configs(self, d_in: int, n_rows: int) -> tuple[SAEConfig, TrainConfig]:
         """The SAE and training configurations these parameters describe, for ``n_rows`` inputs of width ``d_in``
         (``n_latents``, ``batch_size`` and the schedule left None are chosen from the data: :mod:`sae.train.plan`)."""
-        n_latents = self.n_latents or default_n_latents(n_rows - int(round(n_rows * self.holdout_frac)), d_in, self.k)
+        n_latents = self.n_latents or default_n_latents(training_rows(n_rows, self.holdout_frac), d_in, self.k)
         sae_cfg = SAEConfig(d_in=d_in, n_latents=n_latents, k=self.k, arch=self.arch, **self._sae_options())
         train_cfg = TrainConfig(batch_size=self.batch_size, epochs=self.epochs, lr=self.lr, seed=self.seed,
                                 device=self.device, holdout_frac=self.holdout_frac)

@@ -50,7 +50,8 @@ class ReconstructionAccumulator:
     def result(self) -> dict[str, float]:
         if not self.n:
             raise SaeError("no rows to evaluate")
-        fvu = self.sse / max(self.sst, 1e-30)
+        # one row (or identical rows) has no variance to explain: FVU and R2 are undefined, not huge
+        fvu = self.sse / self.sst if self.n > 1 and self.sst > 0 else float("nan")
         return {"fvu": fvu, "r2": 1.0 - fvu, "mse": self.sse / self.n, "l0": self.l0_sum / self.n, "rows": self.n}
 
 
@@ -272,14 +273,15 @@ def random_sae(model: SparseAutoencoder, k: int | None = None, seed: int = 0) ->
 
 
 # ---------------------------------------------------------------------- dictionaries
-def _unit_rows(w: np.ndarray) -> np.ndarray:
+def unit_rows(w: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float64; zero rows stay ~zero)."""
     w = np.asarray(w, np.float64)
     return w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-12)
 
 
 def ground_truth_recovery(true_directions: np.ndarray, decoder: np.ndarray, block: int = 1024) -> tuple[float, np.ndarray]:
     """Mean over true directions of the max cosine with any learned decoder row (and the per-direction values)."""
-    t, d = _unit_rows(true_directions), _unit_rows(decoder)
+    t, d = unit_rows(true_directions), unit_rows(decoder)
     best = np.concatenate([(t[i : i + block] @ d.T).max(axis=1) for i in range(0, len(t), block)])
     return float(best.mean()), best
 
@@ -290,7 +292,7 @@ def seed_stability(decoder_a: np.ndarray, decoder_b: np.ndarray, candidates: int
     Pairs are taken in order of decreasing cosine among each row's ``candidates`` best partners; rows
     left without a free candidate are matched to their best free partner at the end.
     """
-    a, b = _unit_rows(decoder_a), _unit_rows(decoder_b)
+    a, b = unit_rows(decoder_a), unit_rows(decoder_b)
     sim = a @ b.T
     m = min(candidates, sim.shape[1])
     cand = np.argpartition(-sim, m - 1, axis=1)[:, :m]

@@ -28,16 +28,11 @@ import scipy.sparse as sp
 import torch
 
 from sae.errors import SaeError
-from sae.evaluate import ground_truth_recovery
+from sae.evaluate import ground_truth_recovery, unit_rows
 from sae.models import SparseAutoencoder
 
 SPLIT_THRESHOLD = 0.9
 """Cosine above which a decoder row counts as a copy of a true direction (split, share above 0.9)."""
-
-
-def _unit(w: np.ndarray) -> np.ndarray:
-    w = np.asarray(w, np.float64)
-    return w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-12)
 
 
 def mmcs(true_dirs: np.ndarray, decoder: np.ndarray) -> np.ndarray:
@@ -47,7 +42,7 @@ def mmcs(true_dirs: np.ndarray, decoder: np.ndarray) -> np.ndarray:
 
 def _matches(true_dirs: np.ndarray, decoder: np.ndarray, threshold: float, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Per true direction: the index of its best decoder row and the number of rows with cosine > threshold."""
-    t, d = _unit(true_dirs), _unit(decoder)
+    t, d = unit_rows(true_dirs), unit_rows(decoder)
     best, counts = [], []
     for i in range(0, len(t), block):
         sim = t[i : i + block] @ d.T
@@ -149,7 +144,7 @@ def random_decoder(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     """Random unit-norm rows: the chance level of every decoder-based score (a stream of its own, so it
     never replays the generator of data drawn with ``default_rng(seed)``)."""
     w = np.random.default_rng([0x5AE, seed]).standard_normal(shape)
-    return _unit(w)
+    return unit_rows(w)
 
 
 def _decoder_scores(true_dirs: np.ndarray, parents: np.ndarray, decoder: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -175,12 +170,12 @@ def child_residuals(true_dirs: np.ndarray, parents: np.ndarray) -> tuple[np.ndar
     two dictionaries apart. A decoder that learned the residual scores cos = sqrt(1 - cos(child, parent)^2)
     on the child's direction (0.8 at 0.6), however well it learned the concept; this is what it would
     score on the residual."""
-    t = _unit(true_dirs)
+    t = unit_rows(true_dirs)
     children = np.flatnonzero(np.asarray(parents) >= 0)
     p = t[np.asarray(parents)[children]]
     c = t[children]
     own = c - (c * p).sum(1, keepdims=True) * p
-    return children, _unit(own)
+    return children, unit_rows(own)
 
 
 def activation_f1(codes: sp.spmatrix | np.ndarray, true_codes: sp.spmatrix | np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

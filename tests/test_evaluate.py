@@ -27,6 +27,13 @@ def test_fvu_accumulates_numerator_and_denominator_separately():
     assert abs(batch_mean - direct) > 1e-4, "averaging per-batch FVUs would be a different (wrong) number"
 
 
+def test_fvu_is_undefined_without_variance():
+    acc = ev.ReconstructionAccumulator()
+    acc.update(np.ones((1, 4)), np.zeros((1, 4)))
+    res = acc.result()
+    assert np.isnan(res["fvu"]) and np.isnan(res["r2"]) and res["mse"] == 4.0 and res["rows"] == 1
+
+
 def test_reconstruction_uses_the_model():
     model = SparseAutoencoder(SAEConfig(d_in=6, n_latents=12, k=3), seed=0)
     x = np.random.default_rng(1).standard_normal((50, 6)).astype(np.float32)

@@ -164,11 +164,11 @@ def configs(args, n: int | None = None, k: int | None = None, *, announce: bool 
     from sae.models import SAEConfig
     from sae.run import Workspace
     from sae.train import TrainConfig
-    from sae.train.plan import default_n_latents, latents_note, plan_schedule
+    from sae.train.plan import default_n_latents, latents_note, plan_schedule, training_rows
 
     store = Workspace(args.workspace).open_store()
     k = k or args.k
-    n_train = store.n_rows - int(round(store.n_rows * args.holdout))
+    n_train = training_rows(store.n_rows, args.holdout)
     n_latents = n or args.n or default_n_latents(n_train, store.dim, k)
     notes = [] if (n or args.n) else [latents_note(n_latents, n_train, store.dim)]
     sae_cfg = SAEConfig(d_in=store.dim, n_latents=n_latents, k=k, arch=args.arch, l1_coeff=args.l1, aux_k=args.aux_k)

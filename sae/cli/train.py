@@ -38,10 +38,10 @@ def _auto_k(args) -> str:
     """Pick k with :func:`sae.train.autok.choose_k` (on the training rows), print the curve and set ``args.k``."""
     from sae.run import Workspace
     from sae.train.autok import choose_k
-    from sae.train.plan import default_n_latents
+    from sae.train.plan import default_n_latents, training_rows
 
     store = Workspace(args.workspace).open_store()
-    n_train = store.n_rows - int(round(store.n_rows * args.holdout))
+    n_train = training_rows(store.n_rows, args.holdout)
     n = args.n or default_n_latents(n_train, store.dim)
     choice = choose_k(store, n, seed=args.seed, rows=slice(0, n_train))
     print(choice.curve.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, replace
 
 from sae.train.config import TrainConfig
+from sae.train.data import Split
 
 TARGET_STEPS = 6000
 """The step cap of an automatic schedule (the plateau rule usually stops earlier)."""
@@ -41,8 +42,17 @@ def default_batch_size(n_train: int) -> int:
 def default_n_latents(n_rows: int, d_in: int, k: int = 32) -> int:
     """A dictionary that fits the data: about one latent per 8 rows (a power of two), at most 16 x d_in
     and :data:`MAX_AUTO_LATENTS`, at least 4 x k (3,927 rows -> 512; 1e5 rows of 384-d -> 4,096)."""
-    cap = min(MAX_AUTO_LATENTS, 2 ** int(math.log2(16 * d_in)))
-    return int(max(min(_pow2(n_rows / 8), cap), 4 * k, 128))
+    return int(max(min(_pow2(n_rows / 8), _latents_cap(d_in)), 4 * k, 128))
+
+
+def _latents_cap(d_in: int) -> int:
+    """The largest automatic dictionary for ``d_in``-d inputs: 16 x d_in rounded down to a power of two, at most 4,096."""
+    return min(MAX_AUTO_LATENTS, 2 ** int(math.log2(16 * d_in)))
+
+
+def training_rows(n_rows: int, holdout_frac: float) -> int:
+    """Rows left for training (validation included) once the held-out tail is set aside, as the trainer splits them."""
+    return Split.of(n_rows, holdout_frac).train.stop
 
 
 def validation_rows(n_train: int) -> int:
@@ -58,10 +68,6 @@ class Plan:
     max_steps: int
     notes: tuple[str, ...]
     """One sentence per automatic choice or warning, in the order they were made."""
-
-    def summary(self) -> str:
-        """The one-line headline printed before training."""
-        return "; ".join(self.notes)
 
 
 def plan_schedule(cfg: TrainConfig, n_train: int, n_latents: int) -> Plan:
@@ -101,4 +107,4 @@ def plan_schedule(cfg: TrainConfig, n_train: int, n_latents: int) -> Plan:
 
 def latents_note(n_latents: int, n_rows: int, d_in: int) -> str:
     """The sentence that explains an automatic dictionary size."""
-    return f"{n_rows:,} rows of {d_in}-d: n={n_latents:,} latents (about one per 8 rows, at most {min(MAX_AUTO_LATENTS, 16 * d_in):,})"
+    return f"{n_rows:,} rows of {d_in}-d: n={n_latents:,} latents (about one per 8 rows, at most {_latents_cap(d_in):,})"

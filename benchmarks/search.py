@@ -10,8 +10,8 @@
   ("like this slice, but with <artifact>") vs the text alone and the example alone.
 * planted: queries naming planted concepts in three forms (the name, "<name> present", "scan showing
   <name>") over offline metadata labels: mAP against the rows where the concept is revealed.
-* llm: the LLM planner through a local llama-cpp-python server (benchmarks/setup_llm.sh), next to
-  the embedding planner on the same queries (not part of the default run: minutes per query batch).
+* llm: the LLM planner through the local SmolLM2-135M-Instruct server (sae.llm_local, xllamacpp), next
+  to the embedding planner on the same queries (not part of the default run: minutes per query batch).
 * latency: 1e6 planted items, SAE n=8192 k=32: p50/p95 of a 3-concept plan, a planner-sized plan
   (3 OR-groups of 8 features), a fingerprint query, next to a FAISS flat (and NumPy) dense scan.
 """
@@ -110,32 +110,26 @@ def _by_example(s: Searcher, n: int = 60, seed: int = 0) -> dict:
     return {"examples": len(out["dense"]), **{k: float(np.mean(v)) for k, v in out.items()}}
 
 
-def part_llm(ws_path: Path, n_queries: int, venv: Path) -> dict:
-    """The LLM planner with the local Gemma 3 270M (base model) on the first paraphrase of each query kind."""
+def part_llm(ws_path: Path, n_queries: int) -> dict:
+    """The LLM planner with the local SmolLM2-135M-Instruct on the first paraphrase of each query kind."""
     import tempfile
 
-    from label_local_llm import free_port, gguf_path, start_server
-
-    from sae.llm import LLMClient, LLMConfig
+    from sae.llm import LLMClient
+    from sae.llm_local import LocalLLM
     from sae.search.llm_planner import LLMPlanner
 
     s = Searcher(Run.find(Workspace(ws_path)))
     cases = [c for c in metadata_cases(DEMO_VOCABULARY, s.meta) if c.paraphrase == 0 and c.kind in ("single", "pair", "negation")]
     cases = cases[:: max(len(cases) // n_queries, 1)][:n_queries]
     tmp = Path(tempfile.mkdtemp(prefix="sae-llm-plan-"))
-    port = free_port()
     t0 = time.perf_counter()
-    proc = start_server(venv, gguf_path(venv), port, 8192, open(tmp / "server.log", "w"))
-    try:
-        client = LLMClient(LLMConfig(model="gemma3-270m", base_url=f"http://127.0.0.1:{port}/v1", cache_dir=str(tmp / "llm"), max_tokens=300,
-                                     timeout_s=120), api_key="none")
+    with LocalLLM(log_path=tmp / "server.log") as server:
+        client = LLMClient(server.config(cache_dir=str(tmp / "llm"), max_tokens=300, timeout_s=120))
         llm = LLMPlanner(s.planner, client, candidates=24)
-        methods = {"llm planner (gemma3-270m base)": _ranked(s.index, llm), "embedding planner": _ranked(s.index, s.planner)}
+        methods = {"llm planner (smollm2-135m-instruct)": _ranked(s.index, llm), "embedding planner": _ranked(s.index, s.planner)}
         t1 = time.perf_counter()
         res = evaluate_methods(methods, cases, s.meta)
         seconds = time.perf_counter() - t1
-    finally:
-        proc.kill()
     return {"queries": len(cases), "server_startup_s": t1 - t0, "seconds": seconds, "usage": client.usage(),
             "summary": summarize(res).to_dict("records")}
 
@@ -254,7 +248,7 @@ def write(doc: dict) -> None:
                   f"overlap of the top-10 lists {b['overlap']:.2f}."]
     if "llm" in doc:
         L = doc["llm"]
-        lines += ["", f"## LLM planner ({L['queries']} queries, first paraphrase; local Gemma 3 270M base model via llama-cpp-python, 2 cores)", "",
+        lines += ["", f"## LLM planner ({L['queries']} queries, first paraphrase; local SmolLM2-135M-Instruct via xllamacpp, 2 cores)", "",
                   f"{L['seconds'] / max(L['queries'], 1):.1f} s per query; usage {L['usage']}.", "",
                   "| method | kind | queries | P@10 | mAP@100 | refused |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['method']} | {r['kind']} | {r['queries']} | {r['p10']:.3f} | {r['map100']:.3f} | {r['refused']} |" for r in L["summary"]]
@@ -281,7 +275,6 @@ def write(doc: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", nargs="+", default=["demo", "planted", "latency"], choices=["demo", "planted", "latency", "llm"])
-    ap.add_argument("--llm-venv", type=Path, default=ROOT / ".llm-venv", help="for --parts llm: benchmarks/setup_llm.sh's virtualenv")
     ap.add_argument("--llm-queries", type=int, default=24)
     ap.add_argument("--demo-workspace", type=Path, default=ROOT / "artifacts" / "demo")
     ap.add_argument("--latency-workspace", type=Path, default=ROOT / "artifacts" / "bench-search-1e6")
@@ -298,7 +291,7 @@ def main() -> None:
     if "latency" in a.parts:
         doc["latency"] = part_latency(a.latency_workspace)
     if "llm" in a.parts:
-        doc["llm"] = part_llm(a.demo_workspace, a.llm_queries, a.llm_venv)
+        doc["llm"] = part_llm(a.demo_workspace, a.llm_queries)
     write(doc)
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sae.interpret.labels import LabelSet
 
 PASSING, FAILING = "passing", "failing"
-SCORE_COLUMNS = ("detection", "intruder", "metadata_agreement", "confidence")
+SCORE_COLUMNS = ("detection", "detection_sibling", "intruder", "metadata_agreement", "confidence")
 
 
 def feature_table(stats: pd.DataFrame, labels: LabelSet) -> pd.DataFrame:
@@ -68,6 +68,10 @@ class FeatureCard:
     """Items sampled across activation quantiles."""
     edited_by: str | None = None
     edited_at: str | None = None
+    coverage: tuple[tuple[str, float], ...] = ()
+    """(term, share of the active items carrying it) for every term the label names."""
+    unsupported: tuple[str, ...] = ()
+    """Label words no evidence supports (LLM labels)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def histogram(self, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +101,13 @@ def feature_card(evidence: EvidenceBuilder, labels: LabelSet, feature: int, n_en
         scores={k: float(info[k]) for k in SCORE_COLUMNS if k in info and _value(info, k) is not None},
         stats=dict(pack.stats), activations=np.asarray(acts), enriched=pack.enriched().head(n_enriched).reset_index(drop=True),
         siblings=sib, top=pack.top, quantiles=pack.quantiles,
-        edited_by=_value(info, "edited_by"), edited_at=_value(info, "edited_at"))
+        edited_by=_value(info, "edited_by"), edited_at=_value(info, "edited_at"),
+        coverage=tuple(zip(_list(info, "terms"), map(float, _list(info, "coverage")))), unsupported=tuple(_list(info, "unsupported")))
+
+
+def _list(info: pd.Series, key: str) -> list:
+    v = info.get(key)
+    return [] if v is None or isinstance(v, float) else list(v)
 
 
 def slice_points(report: AuditReport) -> pd.Series:

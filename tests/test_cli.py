@@ -20,7 +20,7 @@ def test_demo_small_and_info(tmp_path, capsys):
     assert "[label]" in out and "[search]" in out and "metadata queries" in out and "SAIL" in out and "plan: " in out
     assert main(["info", str(ws)]) == 0
     out = capsys.readouterr().out
-    for text in ("rows", "1280-d float32", "previews   images (64, 64)", "artifact", "motion", "quality_fail", "topk-n512-k32-s0"):
+    for text in ("rows", "1280-d float32", "previews   images (64, 64)", "artifact", "motion", "quality_fail", "topk-n512-k8-s0"):
         assert text in out
 
 

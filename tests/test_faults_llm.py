@@ -157,7 +157,7 @@ def test_a_truncated_body_always_fails_that_feature_only(run_ws, builder, fake_o
                "--model", "m", "--base-url", fake_openai.base_url, "--cache-dir", str(tmp_path / "c"),
                "--max-retries", "1", "--concurrency", "1"])
     assert rc == 0 and "1 failed" in capsys.readouterr().out
-    frame = load_labels(run, "llm-m-label-v2").frame.set_index("feature")
+    frame = load_labels(run, "llm-m-label-v3").frame.set_index("feature")
     assert frame.loc[feats[0], "status"] == "failed" and "malformed response body" in frame.loc[feats[0], "error"]
     assert "gave up after 2 attempts" in frame.loc[feats[0], "error"]
     assert list(frame.loc[feats[1:], "status"]) == ["ok", "ok"]

@@ -19,6 +19,7 @@ from sae.interpret.describe import build_terms, describe_items, label_key
 from sae.interpret.enrichment import active_matrix, bh_qvalues, enrichment_table
 from sae.interpret.evidence import FeatureEvidence
 from sae.interpret.labels import LabelSet, labels_path
+from sae.interpret.prompts import COMPACT_VERSION
 from sae.interpret.scoring import argmax_accuracy, duplicate_flags, metadata_agreement, sail_top2, top_m_balanced_accuracy
 
 
@@ -139,18 +140,29 @@ def test_evidence_pack_contents(builder):
 
 
 def test_metadata_labels_name_their_dominant_terms(builder):
+    """Labels name enriched terms covering >= 50% of the active items, at most 3 and one per column, strongest
+    (by z) first; a dominant term (>= 90% of the items) is named unless its column is already named or the
+    label is full. A label renamed to tell it from another feature's may drop terms, so those are checked only
+    for the rules."""
     packs = builder.packs()
-    labels = MetadataLabeler().label_many(packs, progress=False)
+    labeler = MetadataLabeler()
+    labels = labeler.label_many(packs, progress=False)
     by_f = {p.feature: p for p in packs}
     checked = 0
     for lab in labels:
-        enr = by_f[lab.feature].enriched()
-        if lab.status == "ok" and len(enr):
-            dominant = enr[enr["active_frac"] >= 0.9]
-            for text in dominant.sort_values("log_odds_ratio", ascending=False).drop_duplicates("column")["text"].head(1):
-                assert text in lab.label
-                checked += 1
-            assert 0 <= lab.confidence <= 1 and lab.evidence
+        if lab.status != "ok":
+            continue
+        pack = by_f[lab.feature]
+        enr = pack.enriched()
+        assert 1 <= len(lab.terms) <= labeler.max_terms and len(set(lab.term_columns)) == len(lab.terms)
+        named = enr[enr["text"].isin(lab.terms)]
+        assert set(named["text"]) == set(lab.terms) and (named["active_frac"] >= 0.5).all()
+        assert 0 <= lab.confidence <= 1 and lab.evidence
+        if list(lab.terms) == [t.text for t in labeler.choose(pack)]:  # not renamed by the de-duplication
+            assert lab.terms[0] == labeler.qualifying(pack)[0].text  # the strongest term leads
+            for col in enr[enr["active_frac"] >= 0.9]["column"]:
+                assert col in lab.term_columns or len(lab.terms) == labeler.max_terms
+            checked += 1
     assert checked > 0
     assert labels == MetadataLabeler().label_many(packs, progress=False)  # deterministic
 
@@ -308,10 +320,14 @@ def test_llm_judge_scores_through_the_wrapper(run_ws, builder, tmp_path):
     alive = [int(f) for f in np.flatnonzero(builder.codes.stats()["count"].to_numpy() >= 20)[:3]]
     with FakeOpenAI(responder) as server:
         labels = label_run(run, _llm_labeler(server, tmp_path), features=alive, builder=builder, judge="llm", progress=False)
-        kinds = [r["body"]["messages"][0]["content"][:40] for r in server.chat_requests()]
+        systems = [r["body"]["messages"][0]["content"] for r in server.chat_requests()]
     assert labels.frame["judge"].eq("llm").all()
     assert labels.frame["detection"].between(0, 1).all() and labels.frame["intruder"].between(0, 1).all()
-    assert len(kinds) == len(alive) * (1 + 1 + 5)  # a label, a detection and 5 intruder trials per feature
+    kinds = pd.Series(["detection" if "matches" in s else "intruder" if "intruder" in s else "label" for s in systems]).value_counts()
+    # per feature: a label, 5 intruder trials and a detection, plus one detection of another feature's label (the
+    # shuffled-label baseline; its true-label detections are the cached ones); no random-SAE baseline for an LLM labeler
+    assert kinds.to_dict() == {"label": len(alive), "intruder": 5 * len(alive), "detection": 2 * len(alive)}
+    assert "shuffled_labels" in labels.summary["baselines"]
 
 
 def test_compact_prompt_for_small_models(run_ws, builder, fake_openai, tmp_path):
@@ -322,7 +338,7 @@ def test_compact_prompt_for_small_models(run_ws, builder, fake_openai, tmp_path)
     labels = label_run(run, labeler, features=[f], builder=builder, judge=None, progress=False)
     content = fake_openai.chat_requests()[-1]["body"]["messages"][-1]["content"]
     assert f"Feature {f} fires on items with:" in content and "pleural effusion" in content  # the worked examples
-    assert labeler.id.endswith("label-compact-v1") and labels.summary["ok"] == 1
+    assert labeler.id.endswith(COMPACT_VERSION) and labels.summary["ok"] == 1
     labeler.prompt = "poetic"
     with pytest.raises(SaeError, match="unknown prompt"):
         labeler.request(builder.pack(f))
@@ -335,11 +351,11 @@ def test_cli_llm_labeling_reads_the_key_from_the_named_variable(run_ws, fake_ope
                  "--base-url", fake_openai.base_url, "--api-key-env", "MY_LLM_KEY", "--cache-dir", str(tmp_path / "c"),
                  "--prompt", "compact", "--response-format", "json_schema"]) == 0
     out = capsys.readouterr().out
-    assert "labels llm-m-label-compact-v1:" in out
+    assert f"labels llm-m-{COMPACT_VERSION}:" in out
     sent = fake_openai.chat_requests()
     assert sent and all({k.lower(): v for k, v in r["headers"].items()}["authorization"] == "Bearer sk-from-env-77" for r in sent)
     assert sent[0]["body"]["response_format"]["type"] == "json_schema"
-    assert load_labels(run, "llm-m-label-compact-v1").summary["ok"] >= 1
+    assert load_labels(run, f"llm-m-{COMPACT_VERSION}").summary["ok"] >= 1
 
 
 def test_text_stores_put_their_previews_in_the_evidence(tmp_path):

@@ -200,7 +200,8 @@ def audit_run(run: Run, signal: FailureSignal | None = None, *, failure: str | N
     index = index or ConceptIndex.of(run)
     default = signal.column or (f"probe-{probe}" if probe else "signal")
     folder = run.path / "audits" / (name or safe_name(default, "audit name (from the signal; give one with name=/--name)"))
-    report = audit(index, codes, signal, labels.mapping(), meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
+    names = labels.mapping(exclude_columns=(signal.column,) if signal.column else ())  # never the failure column
+    report = audit(index, codes, signal, names, meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
                    with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.model_digest}", compute=compute)
     report.run = run
     if llm is not None and report.slices:

@@ -36,7 +36,7 @@ def stage_store(ws: Workspace, opts: DemoOptions) -> str:
     )
 
 
-DEMO_SAE: dict[str, Any] = {"arch": "topk", "n_latents": 512, "k": 32}
+DEMO_SAE: dict[str, Any] = {"arch": "topk", "n_latents": 512, "k": 8}
 DEMO_TRAIN: dict[str, Any] = {"batch_size": 256, "epochs": 25}
 DEMO_TARGETS = ("orientation", "artifact", "region", "quality_fail")
 
@@ -70,17 +70,32 @@ def stage_train(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def stage_label(ws: Workspace, opts: DemoOptions) -> str:
-    """Stage 3: every feature labeled offline from its enriched metadata, scored by the MiniLM judge."""
+    """Stage 3: every feature labeled offline from the metadata most of its items share (never from the audited
+    quality_fail column), scored by the MiniLM judge beside shuffled labels and a random SAE."""
+    import pandas as pd
+
     from sae.cli.label import print_labels
-    from sae.interpret import MetadataLabeler, label_run
+    from sae.interpret import EvidenceConfig, MetadataLabeler, label_run
+    from sae.interpret.naming import value_naming
     from sae.run import Run
 
-    labels = label_run(Run.find(ws), MetadataLabeler())  # offline labels are always recomputed (not resumed)
+    run = Run.find(ws)
+    labels = label_run(run, MetadataLabeler(), evidence=EvidenceConfig(exclude_columns=("quality_fail",)))  # always recomputed
     print_labels(labels, n=5)
-    s = labels.summary
-    return (f"{s['ok']} of {s['features']} features labeled offline ({s['unexplained']} unexplained, {s['dead']} dead); "
-            f"detection {s['detection']:.2f} (chance 0.50), intruder {s['intruder']:.2f} (chance 0.20), "
-            f"duplicate labels {s['duplicate_rate']:.1%}")
+    naming = pd.concat([value_naming(labels, run, c) for c in ("artifact", "orientation")], ignore_index=True)
+    naming = naming[naming["value"] != "none"]
+    for r in naming.itertuples():
+        print(f"  {r.column}={r.value}: {r.features_naming} features name it; best #{r.best_feature}, "
+              f"top-50 purity {r.top50_purity:.2f}")
+    s, nan = labels.summary, float("nan")
+    rnd, sh = s.get("baselines", {}).get("random_sae", {}), s.get("baselines", {}).get("shuffled_labels", {})
+    return (f"{s['ok']} of {s['features']} features labeled offline ({s['unexplained']} unexplained, {s['dead']} dead), every term "
+            f"covering >= {s.get('min_term_coverage', nan):.0%} of its feature's items; median detection "
+            f"{s.get('detection_median', nan):.2f} vs random items, {s.get('detection_sibling', nan):.2f} vs sibling features' items (chance 0.50; "
+            f"shuffled labels {sh.get('detection', float('nan')):.2f}, random SAE {rnd.get('detection', float('nan')):.2f}); "
+            f"duplicates {s.get('duplicate_rate', nan):.1%}, collisions {s.get('collision_rate', nan):.1%} (random SAE "
+            f"{rnd.get('duplicate_rate', nan):.1%}); artifacts and orientations named by a feature with >= 80% top-50 "
+            f"purity: {int(naming['named'].sum())} of {len(naming)}")
 
 
 DEMO_QUERIES = ("sagittal slices with ghosting artifact", "axial slices with noise but not inferior region",

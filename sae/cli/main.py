@@ -16,6 +16,7 @@ from pathlib import Path
 from sae._io import safe_name
 from sae.cli import audit as audit_cmds
 from sae.cli import label as label_cmds
+from sae.cli import llm as llm_cmds
 from sae.cli import search as search_cmds
 from sae.cli import store as store_cmds
 from sae.cli import train as train_cmds
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     search_cmds.add_search_parser(sub)
     audit_cmds.add_audit_parser(sub)
     audit_cmds.add_figures_parser(sub)
+    llm_cmds.add_llm_parser(sub)
     return parser
 
 

@@ -103,14 +103,16 @@ def make_iu_xray_store(dest: str | os.PathLike, source: str | os.PathLike, *, ov
                        batch_size: int = 64):
     """Embed every report's text with MiniLM (384-d) into a store at ``dest``, the text as previews.
 
-    Metadata: ``mesh_major`` (ground truth for benchmarks) and ``normal``; ids are the report ids."""
+    Metadata: ``mesh_major`` and ``normal``, ground truth for benchmarks (the provenance lists them under
+    ``label_exclude``, so no label is made from them); ids are the report ids."""
     from sae.encoders.text import MiniLMEncoder
     from sae.store import Store
 
     df = read_reports(source, progress=progress)
     encoder = MiniLMEncoder(batch_size=batch_size)
     x = np.asarray(encoder.encode(df["text"].tolist(), progress=progress), dtype=np.float32)
-    prov = {"dataset": "iu-xray-reports", "source": "torchxrayvision NLMCXR_reports.tgz", "rows": len(df)}
+    prov = {"dataset": "iu-xray-reports", "source": "torchxrayvision NLMCXR_reports.tgz", "rows": len(df),
+            "label_exclude": ["mesh_major", "normal"]}  # expert MeSH terms: ground truth for evaluation, never label input
     with Store.create(dest, x.shape[1], encoder=encoder.describe(), provenance=prov, overwrite=overwrite) as store:
         store.append(x, df["id"].tolist(), df[["mesh_major", "normal"]], texts=df["text"].tolist())
     return Store.open(store.url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ import scipy.sparse as sp
 
 GENERIC_VALUES = {"none", "no", "false", "0", "unknown", "nan", "normal", "n/a", ""}
 TERTILES = ("low", "medium", "high")
+RANGE_BINS = 6
+"""Numeric columns are also cut into this many quantile bins, named by value range."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class TermTable:
         t: Any  # a row of the term table: its fields are the table's columns
         for i, t in enumerate(self.terms.itertuples()):
             value = normalize_label(t.value)
-            named_by_value = t.kind == "str" and value not in GENERIC_VALUES and not value.isdigit()
+            named_by_value = (t.kind == "str" and value not in GENERIC_VALUES and not value.isdigit()) or t.kind == "phrase"
             out.append((i, normalize_label(t.text), value if named_by_value else ""))
         return out
 
@@ -60,6 +63,8 @@ def term_text(column: str, value: str, kind: str) -> str:
         return col if value == "True" else f"not {col}"
     if kind == "numeric":
         return f"{value} {col}"
+    if kind == "range":
+        return f"{col} {value}"
     if value.lower() in GENERIC_VALUES:
         return f"no {col}" if value.lower() in {"none", "no", "false", "0"} else f"{col} {value}"
     if col.lower() in value.lower():
@@ -78,6 +83,31 @@ def _categorical_codes(values: pd.Series, kind: str) -> tuple[np.ndarray, list[s
         return codes, list(TERTILES)
     cat = pd.Categorical(values.astype(str))
     return np.asarray(cat.codes), [str(c) for c in cat.categories]
+
+
+def _range_codes(values: pd.Series, bins: int = RANGE_BINS) -> tuple[np.ndarray, list[str]]:
+    """Quantile bins of a numeric column, named by their value range (``0.42-0.61``): finer than tertiles,
+    so features that tile a continuous variable get names that tell them apart."""
+    x = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    finite = np.isfinite(x)
+    if finite.sum() < bins * 2:
+        return np.full(len(x), -1), []
+    edges = np.unique(np.nanquantile(x, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 3:
+        return np.full(len(x), -1), []
+    codes = np.where(finite, np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2), -1)
+    for digits in range(3, 10):  # as few digits as keep every bin's name distinct
+        names = [f"{_edge(a, digits)}-{_edge(b, digits)}" for a, b in pairwise(edges)]
+        if len(set(names)) == len(names):
+            break
+    return codes, names
+
+
+def _edge(x: float, digits: int) -> str:
+    """A bin edge in plain notation: ``1670``, not ``1.67e+03``; ``0.0243``."""
+    if abs(x) >= 10 ** digits or float(x).is_integer():
+        return f"{x:.{max(digits - 3, 0)}f}" if not float(x).is_integer() else f"{x:.0f}"
+    return f"{float(f'{x:.{digits}g}'):f}".rstrip("0").rstrip(".")
 
 
 def column_kinds(store_columns: dict[str, str], meta: pd.DataFrame, group_key: str | None, max_values: int = 50) -> dict[str, str]:
@@ -117,8 +147,33 @@ def build_terms(meta: pd.DataFrame, kinds: dict[str, str]) -> TermTable:
         m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, codes[ok])), shape=(n, len(values)))
         blocks.append(m)
         records += [{"column": column, "value": v, "text": term_text(column, v, kind), "kind": kind} for v in values]
+        if kind == "numeric":
+            rng_codes, ranges = _range_codes(meta[column])
+            if ranges:
+                ok = rng_codes >= 0
+                rows = np.flatnonzero(ok)
+                blocks.append(sp.csr_matrix((np.ones(len(rows), np.float32), (rows, rng_codes[ok])), shape=(n, len(ranges))))
+                records += [{"column": column, "value": v, "text": f"{column.replace('_', ' ')} {v}", "kind": "range"} for v in ranges]
     matrix = sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((n, 0), dtype=np.float32)
     return TermTable(matrix=matrix, terms=pd.DataFrame.from_records(records, columns=["column", "value", "text", "kind"]))
+
+
+def phrase_terms(phrases, column: str) -> TermTable:
+    """A :class:`~sae.interpret.phrases.PhraseTable` as terms of ``column``: kind ``phrase`` for a mention,
+    ``negated`` for a negated one (``no pleural effusion``), the phrase as both value and text."""
+    kinds = np.where(phrases.phrases["negated"].to_numpy(bool), "negated", "phrase")
+    terms = pd.DataFrame({"column": column, "value": phrases.phrases["key"].to_numpy(object),
+                          "text": phrases.phrases["text"].to_numpy(object), "kind": kinds})
+    return TermTable(matrix=phrases.matrix.tocsr(), terms=terms)
+
+
+def merge_terms(*tables: TermTable) -> TermTable:
+    """One term table from several over the same items (metadata terms, then text phrases)."""
+    tables = tuple(t for t in tables if t.n_terms) or tables[:1]
+    if len(tables) == 1:
+        return tables[0]
+    return TermTable(matrix=sp.hstack([t.matrix for t in tables], format="csr"),
+                     terms=pd.concat([t.terms for t in tables], ignore_index=True))
 
 
 def positive_terms(table: TermTable) -> np.ndarray:
@@ -129,7 +184,7 @@ def positive_terms(table: TermTable) -> np.ndarray:
 def _positive(t: pd.DataFrame) -> np.ndarray:
     generic = t["value"].astype(str).str.lower().isin(GENERIC_VALUES) & t["kind"].eq("str")
     false_bool = t["kind"].eq("bool") & t["value"].ne("True")
-    return ~(generic | false_bool).to_numpy()
+    return ~(generic | false_bool | t["kind"].eq("negated")).to_numpy()
 
 
 def describe_items(table: TermTable, rows: np.ndarray, texts: np.ndarray | None = None) -> list[str]:
@@ -138,7 +193,9 @@ def describe_items(table: TermTable, rows: np.ndarray, texts: np.ndarray | None 
     Absences ("no artifact") are left out: text encoders and small LLMs read "no X" as close to "X".
     """
     sub = table.matrix[np.asarray(rows, dtype=np.int64)]
-    words = np.where(positive_terms(table), table.terms["text"].to_numpy(), "")
+    # text phrases are not listed: the text itself follows
+    shown = positive_terms(table) & ~table.terms["kind"].isin(["phrase", "negated"]).to_numpy()
+    words = np.where(shown, table.terms["text"].to_numpy(), "")
     out = []
     for i in range(sub.shape[0]):
         cols = sub.indices[sub.indptr[i] : sub.indptr[i + 1]]

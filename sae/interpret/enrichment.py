@@ -2,7 +2,9 @@
 
 For feature f and term t: how many of f's active items carry t (``count``), the share among active
 items (``active_frac``) against the share among all items (``base_frac``), their ratio (``lift``), a
-log odds ratio with a 0.5 continuity correction, the one-sided hypergeometric p-value of
+log odds ratio with a 0.5 continuity correction, its z-score under an informative Dirichlet prior
+(Monroe, Colaresi and Quinn 2008: the prior is the term's share of all items, so a rare term needs more
+evidence than a common one; ``z`` ranks terms by how sure the difference is, not only how big), the one-sided hypergeometric p-value of
 over-representation (Fisher's exact test; computed where the count exceeds its expectation, 1
 elsewhere) and the Benjamini-Hochberg q-value within the feature's family of terms.
 """
@@ -35,6 +37,22 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     q = np.empty_like(ranked)
     np.put_along_axis(q, order, np.minimum(ranked, 1.0), axis=1)
     return q
+
+
+PRIOR_STRENGTH = 10.0
+"""Pseudo-items of the informative prior, spread over the term and its absence by the term's base rate."""
+
+
+def prior_log_odds_z(count: np.ndarray, n_active: np.ndarray, n_term: np.ndarray, n_items: int,
+                     strength: float = PRIOR_STRENGTH) -> np.ndarray:
+    """z-score of the log odds of a term among a feature's active items against the rest, with an
+    informative Dirichlet prior (``strength`` pseudo-items at the term's base rate) on both sides."""
+    prior = strength * n_term / max(n_items, 1)
+    rest_n, rest_c = n_items - n_active, n_term - count
+    lo_active = np.log((count + prior) / (n_active - count + strength - prior))
+    lo_rest = np.log((rest_c + prior) / (rest_n - rest_c + strength - prior))
+    var = 1 / (count + prior) + 1 / (n_active - count + strength - prior) + 1 / (rest_c + prior) + 1 / (rest_n - rest_c + strength - prior)
+    return (lo_active - lo_rest) / np.sqrt(var)
 
 
 def enrichment_table(active: sp.csr_matrix, terms: TermTable, min_count: int = 1) -> pd.DataFrame:
@@ -70,16 +88,18 @@ def enrichment_table(active: sp.csr_matrix, terms: TermTable, min_count: int = 1
         "column": terms.terms["column"].to_numpy()[t_idx],
         "value": terms.terms["value"].to_numpy()[t_idx],
         "text": terms.terms["text"].to_numpy()[t_idx],
+        "kind": terms.terms["kind"].to_numpy()[t_idx],
         "count": c.astype(np.int64),
         "n_active": na.astype(np.int64),
         "active_frac": active_frac,
         "base_frac": base_frac,
         "lift": active_frac / np.maximum(base_frac, 1e-12),
         "log_odds_ratio": np.log(a * d / (b * cc)),
+        "z": prior_log_odds_z(c, na, nt, n_items),
         "p": pvals[keep],
         "q": qvals[keep],
     })
     # plain object strings: thousands of tiny per-feature frames are filtered later, and Arrow-backed
     # strings make every such small operation several times slower
-    df = df.astype({"column": object, "value": object, "text": object})
+    df = df.astype({"column": object, "value": object, "text": object, "kind": object})
     return df.sort_values(["feature", "p", "lift"], ascending=[True, True, False], kind="stable").reset_index(drop=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from sae.codes import Codes, Postings
 from sae.errors import SaeError
-from sae.interpret.describe import TermTable, build_terms, column_kinds, describe_items, item_terms
+from sae.interpret.describe import TermTable, build_terms, column_kinds, describe_items, item_terms, merge_terms, phrase_terms
 from sae.interpret.enrichment import active_matrix, enrichment_table
+from sae.interpret.phrases import PhraseConfig, build_phrases
 from sae.store import Store
 
 
@@ -47,6 +48,14 @@ class EvidenceConfig:
     """FDR level for calling a metadata term enriched."""
     min_lift: float = 1.5
     """Minimum over-representation for an enriched term."""
+    exclude_columns: tuple[str, ...] = ()
+    """Metadata columns that never become terms: outcomes and targets (a failure flag, a diagnosis the
+    model predicts). The store's group key and the columns its provenance lists under ``label_exclude``
+    are always excluded."""
+    text: str = "auto"
+    """Where text phrases come from: ``auto`` (the store's text previews, else none), ``none``, or the name
+    of a free-text metadata column."""
+    phrases: PhraseConfig = field(default_factory=PhraseConfig)
     seed: int = 0
 
 
@@ -90,6 +99,16 @@ class FeatureEvidence:
                 f"{html.escape(str(list(self.siblings['feature'])))}</div>")
 
 
+def excluded_columns(store: Store, config: EvidenceConfig) -> frozenset[str]:
+    """Columns that never name a feature: the group key, the store's ``label_exclude`` (ground truth, outcomes)
+    and the configured ones; an unknown configured column is an error, not a silent no-op."""
+    unknown = sorted(set(config.exclude_columns) - set(store.columns))
+    if unknown:
+        raise SaeError(f"--exclude-column {', '.join(unknown)}: no such metadata column (columns: {', '.join(store.columns)})")
+    prov = store.provenance
+    return frozenset([*config.exclude_columns, *prov.get("label_exclude", []), *([prov["group_key"]] if prov.get("group_key") else [])])
+
+
 def _cap_per_group(rows: np.ndarray, groups: np.ndarray | None, cap: int, limit: int) -> np.ndarray:
     """Positions of the first ``limit`` rows (already ranked) with at most ``cap`` per group; when the
     groups run out (fewer groups than limit / cap), the best remaining rows fill the list. Rank order is kept."""
@@ -130,7 +149,14 @@ class EvidenceBuilder:
         self.groups = self.meta[self.group_key].to_numpy() if self.group_key in self.meta else None
         self.ids = np.asarray(store.ids())
         self.texts = np.asarray(store.texts(np.arange(store.n_rows))) if store.has_text_previews else None
-        self.terms: TermTable = build_terms(self.meta, column_kinds(store.columns, self.meta, self.group_key))
+        self.excluded = excluded_columns(store, self.cfg)
+        kinds = {c: k for c, k in column_kinds(store.columns, self.meta, self.group_key).items() if c not in self.excluded}
+        self.text_source, texts = self._text_source()
+        if self.texts is None and texts is not None:
+            self.texts = texts  # what a labeler or judge reads about an item
+        self.terms: TermTable = merge_terms(
+            build_terms(self.meta, kinds),
+            *([phrase_terms(build_phrases(texts.tolist(), self.cfg.phrases, progress), self.text_source)] if texts is not None else []))
         self.stats = codes.stats() if stats is None else stats
         self.postings = postings if postings is not None else Postings.from_codes(codes)  # read once, not per feature
         # the inverted index is the codes in column-major form: no second read of the row-major copy
@@ -147,6 +173,23 @@ class EvidenceBuilder:
         return run.cached(("evidence", config or EvidenceConfig()),
                           lambda: cls(run.store, run.codes, run.decoder, config, progress=progress, postings=run.postings,
                                       meta=run.meta, stats=run.stats))
+
+    def _text_source(self) -> tuple[str, np.ndarray | None]:
+        """(name, texts) of the text the phrases come from, per :attr:`EvidenceConfig.text`."""
+        choice = self.cfg.text
+        if choice == "none":
+            return "", None
+        if choice == "auto":
+            return ("text", self.texts) if self.texts is not None else ("", None)
+        if choice not in self.meta or choice in self.excluded:
+            raise SaeError(f"text column {choice!r} is not a usable metadata column of this store "
+                           f"(columns: {', '.join(c for c in self.meta.columns if c not in self.excluded)})")
+        return choice, self.meta[choice].fillna("").astype(str).to_numpy()
+
+    @property
+    def has_terms(self) -> bool:
+        """Whether anything (metadata or text) can name a feature."""
+        return self.terms.n_terms > 0
 
     # -- global tables -------------------------------------------------------------------------
     def _coactivation(self) -> tuple[sp.csr_matrix, np.ndarray]:

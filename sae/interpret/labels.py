@@ -33,17 +33,29 @@ import pandas as pd
 from sae._io import atomic_path, atomic_write_text
 from sae._lock import exclusive
 from sae.errors import LabelError, StaleArtifactError
+from sae.interpret.baselines import label_baselines
 from sae.interpret.edits import apply_edits, read_edits, record_edit
 from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
 from sae.interpret.labelers import DEAD, FAILED, OK, UNEXPLAINED, Label, Labeler, MetadataLabeler
-from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig, duplicate_flags
+from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig, collision_flags, duplicate_flags
 from sae.llm_safety import instruction_flags
 
 if TYPE_CHECKING:
     from sae.run import Run
     from sae.store import Store
 
-LABEL_COLUMNS = ["feature", "label", "description", "confidence", "evidence", "labeler", "status", "error"]
+LABEL_COLUMNS = ["feature", "label", "description", "confidence", "evidence", "labeler", "status", "error",
+                 "terms", "term_columns", "coverage", "unsupported"]
+LIST_COLUMNS = ("evidence", "terms", "term_columns", "coverage", "unsupported")
+
+
+def _as_record(rec: dict) -> dict:
+    """A stored label row as a :meth:`Label.record` dict (files from before a column existed get it empty)."""
+    out = {c: rec.get(c) for c in LABEL_COLUMNS}
+    for c in LIST_COLUMNS:
+        v = out[c]
+        out[c] = list(v) if v is not None and not (isinstance(v, float) and np.isnan(v)) else []
+    return out
 
 
 def labels_path(run_path: Path, labeler_id: str) -> Path:
@@ -84,9 +96,20 @@ class LabelSet:
             self.frame.loc[i, "description"] = rec["description"]
         return rec
 
-    def mapping(self) -> dict[int, str]:
+    def mapping(self, exclude_columns: Sequence[str] = ()) -> dict[int, str]:
+        """feature -> label of every labeled feature; ``exclude_columns``: labels re-read without the terms of
+        those columns (an audit never names a slice by its own failure column), features left with none dropped."""
         ok = self.frame[self.frame["status"] == OK]
-        return dict(zip(ok["feature"].astype(int), ok["label"]))
+        if not exclude_columns or "term_columns" not in ok:
+            return dict(zip(ok["feature"].astype(int), ok["label"]))
+        out = {}
+        drop = set(exclude_columns)
+        for f, label, terms, cols in zip(ok["feature"].astype(int), ok["label"], ok["terms"], ok["term_columns"]):
+            if terms is None or not len(terms) or not drop & set(cols):
+                out[f] = label
+            elif kept := [t for t, c in zip(terms, cols) if c not in drop]:
+                out[f] = ", ".join(kept)
+        return out
 
     def _ranked(self) -> pd.DataFrame:
         ok = self.frame[self.frame["status"] == OK].copy()
@@ -138,9 +161,8 @@ def _previous(run_path: Path, labeler_id: str, fingerprint: str, model_digest: s
     path = labels_path(run_path, labeler_id)
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists() and _same_sources(json.loads(meta.read_text()), fingerprint, model_digest):
-        for rec in pd.read_parquet(path)[LABEL_COLUMNS].to_dict("records"):
-            rec["evidence"] = list(rec["evidence"]) if rec["evidence"] is not None else []
-            done[int(rec["feature"])] = rec
+        for rec in pd.read_parquet(path).to_dict("records"):
+            done[int(rec["feature"])] = _as_record(rec)
     done.update(_read_progress(_progress_path(run_path, labeler_id)))
     return {f: r for f, r in done.items() if r["status"] != FAILED}
 
@@ -149,7 +171,9 @@ def sibling_labels(builder: EvidenceBuilder, packs: dict[int, FeatureEvidence]) 
     """Offline labels of every sibling of the packs (what an LLM is told related features are called)."""
     sibs = {int(g) for p in packs.values() for g in p.siblings["feature"]}
     extra = [builder.pack(g) for g in sorted(sibs - set(packs))]
-    labels = MetadataLabeler().label_many(list(packs.values()) + extra, progress=False)
+    offline = MetadataLabeler()
+    offline.prepare(builder)
+    labels = offline.label_many(list(packs.values()) + extra, progress=False)
     return {lab.feature: lab.label for lab in labels if lab.status == OK}
 
 
@@ -158,12 +182,16 @@ def _make_judge(judge: str | Judge | None, labeler: Labeler) -> Judge | None:
         return judge
     if judge == "embedding":
         return EmbeddingJudge()
+    if judge == "terms":
+        from sae.interpret.term_judge import TermJudge
+
+        return TermJudge()
     if judge == "llm":
         client = getattr(labeler, "client", None)
         if client is None:
             raise LabelError("the LLM judge needs an LLM: use an LLM labeler or pass LLMJudge(client)")
         return LLMJudge(client)
-    raise LabelError(f"unknown judge {judge!r}: use 'embedding', 'llm' or None")
+    raise LabelError(f"unknown judge {judge!r}: use 'embedding', 'terms', 'llm' or None")
 
 
 def label_flags(frame: pd.DataFrame) -> pd.Series:
@@ -208,31 +236,60 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     out.update({s: int((frame["status"] == s).sum()) for s in (OK, UNEXPLAINED, DEAD, FAILED)})
     if "flags" in frame:
         out["flagged"] = int(frame["flags"].astype(str).ne("").sum())
+    if "unsupported" in frame and len(ok):
+        out["unsupported"] = int(sum(1 for u in ok["unsupported"] if u is not None and len(u)))
     if "duplicate" in frame and len(ok):
         out["duplicate_rate"] = float(ok["duplicate"].astype(bool).mean())
-        for col in ("detection", "intruder", "sail_top2", "metadata_agreement"):
-            out[col] = float(ok[col].mean()) if ok[col].notna().any() else float("nan")
+        if "collision" in ok:
+            out["collision_rate"] = float(ok["collision"].astype(bool).mean())
+        for col in ("detection", "detection_sibling", "intruder", "sail_top2", "metadata_agreement"):
+            out[col] = float(ok[col].mean()) if col in ok and ok[col].notna().any() else float("nan")
+        if "detection" in ok and ok["detection"].notna().any():
+            out["detection_median"] = float(ok["detection"].median())
+        if len(ok) and "coverage" in ok:
+            cov = [min(c) for c in ok["coverage"] if c is not None and len(c)]
+            out["min_term_coverage"] = float(min(cov)) if cov else float("nan")
         out["contradictions"] = int(ok["contradiction"].astype(str).ne("").sum())
-        out["chance"] = {"detection": 0.5, "intruder": 0.2, "sail_top2": 0.4}
+        out["chance"] = {"detection": 0.5, "detection_sibling": 0.5, "intruder": 0.2, "sail_top2": 0.4}
     return out
+
+
+def why_no_labels(builder: EvidenceBuilder, frame: pd.DataFrame, labeler: Labeler) -> str:
+    """Why a labeling run named no feature, and what to do about it."""
+    if frame.empty:
+        return "no features were labeled"
+    if frame["status"].eq(DEAD).all():
+        return "every feature is dead (never fires): retrain the SAE"
+    if frame["status"].eq(FAILED).all():
+        return f"every LLM call failed (first error: {frame['error'].iloc[0]}): check --base-url, --model and the server"
+    if not builder.has_terms:
+        return ("the store has no metadata columns that can name a feature and no text: re-ingest with metadata "
+                "(sae ingest --meta), name a free-text column (sae label --text COLUMN) or add text previews, or label with an LLM (--labeler llm)")
+    return (f"no term ({builder.terms.n_terms} metadata values and text phrases) is shared by at least half of any feature's "
+            "items: the features may be too broad (try a larger SAE or a smaller k) or the metadata may not describe "
+            "what the embeddings encode; an LLM labeler (--labeler llm) can read the items themselves")
 
 
 def label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None = None, builder: EvidenceBuilder | None = None,
               evidence: EvidenceConfig | None = None, judge: str | Judge | None = "embedding",
-              scoring: ScoringConfig | None = None, progress: bool = True) -> LabelSet:
+              scoring: ScoringConfig | None = None, progress: bool = True, with_baselines: bool = True) -> LabelSet:
     """Label (and score) the features of an :class:`~sae.run.Run`; resumable, see the module docstring.
-    The run is locked meanwhile (a second labeler of the same run is refused, naming the holder)."""
+    ``with_baselines``: also score shuffled labels and a random SAE's labels (offline labelers only), for
+    the summary. The run is locked meanwhile (a second labeler of the same run is refused, naming the holder)."""
     with exclusive(run.path, f"sae label {run.name}"):
         return _label_run(run, labeler, features=features, builder=builder, evidence=evidence, judge=judge, scoring=scoring,
-                          progress=progress)
+                          progress=progress, with_baselines=with_baselines)
 
 
 def _label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None, builder: EvidenceBuilder | None,
-               evidence: EvidenceConfig | None, judge: str | Judge | None, scoring: ScoringConfig | None, progress: bool) -> LabelSet:
+               evidence: EvidenceConfig | None, judge: str | Judge | None, scoring: ScoringConfig | None, progress: bool,
+               with_baselines: bool = True) -> LabelSet:
     store = run.verify().store
     builder = builder or EvidenceBuilder.of(run, evidence, progress=progress)
     feats = list(range(builder.codes.n_latents)) if features is None else sorted({builder.codes._check_feature(f) for f in features})
     packs = {p.feature: p for p in builder.packs(feats)}
+    if hasattr(labeler, "prepare"):
+        labeler.prepare(builder)  # e.g. the offline labeler decides whether the store's text names features
     if hasattr(labeler, "sibling_labels") and not labeler.sibling_labels:
         labeler.sibling_labels = sibling_labels(builder, packs)
     # offline labelers are instant and deterministic: always recompute (their code may have changed)
@@ -251,13 +308,25 @@ def _label_run(run: Run, labeler: Labeler, *, features: Sequence[int] | None, bu
     frame = pd.DataFrame([done[f] for f in feats if f in done], columns=LABEL_COLUMNS)
     frame["feature"] = frame["feature"].astype(np.int64)
     judge_obj = _make_judge(judge, labeler)
+    baselines, scorer = None, None
     if judge_obj is not None:
-        frame = frame.merge(LabelScorer(builder, judge_obj, scoring).score(frame, packs, progress=progress), on="feature", how="left")
+        scorer = LabelScorer(builder, judge_obj, scoring)
+        frame = frame.merge(scorer.score(frame, packs, progress=progress), on="feature", how="left")
+        if with_baselines and frame["status"].eq(OK).sum() >= 2:
+            baselines = label_baselines(run, labeler, scorer, frame, packs, seed=(scoring or ScoringConfig()).seed, progress=progress)
     note = ""
     if features is not None:  # a partial run: every other feature keeps its previous label
         frame, note = _merge_previous(run.path, labeler.id, store.fingerprint, frame, run.model_digest)
+        if scorer is not None and "collision" in frame:  # near-duplicates across the merged table
+            ok = frame["status"].eq(OK).to_numpy()
+            frame["collision"] = False
+            frame.loc[ok, "collision"] = collision_flags(frame.loc[ok, "label"], scorer.embed, scorer.cfg.collision_threshold).to_numpy()
     frame["flags"] = label_flags(frame)
     summary = summarize(frame)
+    if baselines is not None:
+        summary["baselines"] = baselines
+    if summary.get(OK, 0) == 0:
+        summary["why_no_labels"] = why_no_labels(builder, frame, labeler)
     if note:
         summary["previous"] = note
     summary["labeled_now"] = len(todo)

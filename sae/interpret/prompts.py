@@ -8,17 +8,17 @@ import pandas as pd
 
 from sae.llm_safety import instruction_flags
 
-LABEL_VERSION = "label-v2"
-COMPACT_VERSION = "label-compact-v1"
+LABEL_VERSION = "label-v3"
+COMPACT_VERSION = "label-compact-v2"
 DETECT_VERSION = "detect-v1"
 INTRUDER_VERSION = "intruder-v1"
 
 LABEL_SCHEMA = {
     "type": "object",
     "properties": {
-        "label": {"type": "string", "minLength": 1},
-        "description": {"type": "string", "minLength": 1},
-        "evidence": {"type": "array", "items": {"type": "string"}},
+        "label": {"type": "string", "minLength": 1, "maxLength": 80},
+        "description": {"type": "string", "minLength": 1, "maxLength": 600},
+        "evidence": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 12},
         "confidence": {"type": "number"},
     },
     "required": ["label", "description", "confidence"],

@@ -3,12 +3,18 @@
 - detection: a judge sees only the label and 2m held-out items (m where the feature fires, m where
   it does not, none of them shown to the labeler) and picks the m that belong. Balanced accuracy,
   chance 0.5; ties are broken in expectation, so a judge that cannot tell scores exactly 0.5.
+- detection_sibling: the same m active items against up to m items where the nearest sibling features
+  fire strongly and this one does not (none shown to the labeler). Balanced accuracy, chance 0.5, NaN
+  with fewer than 2 such items. It tells neighbouring features apart: a label naming only what a
+  feature shares with its siblings scores ~0.5 here however well it detects against random items.
+  An LLM judge is asked about them only with ``ScoringConfig.llm_sibling_detection`` (NaN otherwise).
 - intruder: 4 items where the feature fires strongly and 1 where it does not; the judge, without the
   label, picks the odd one out. Accuracy, chance 0.2. It measures the feature's coherence.
 - metadata agreement: the share of the feature's key enriched terms that the label names, and a
   contradiction flag when the label names a value that is under-represented among the active items
   while another value of the same column dominates.
 - duplicate rate: the share of labeled features whose normalised label another feature also has.
+- collision rate: the same with near-identical labels counted too (:func:`collision_flags`).
 - sail_top2: SAIL's lenient check on the same judgements (the active item ranked in the top 2 of 5,
   chance 0.4), reported so the two protocols can be compared on the same labels.
 
@@ -18,7 +24,10 @@ Judges: :class:`EmbeddingJudge` (offline, MiniLM over the items' metadata descri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +38,7 @@ from sae.interpret.describe import TermTable, label_key, normalize_label
 from sae.interpret.evidence import EvidenceBuilder, FeatureEvidence
 from sae.interpret.labelers import OK
 from sae.interpret.prompts import DETECT_SCHEMA, DETECT_VERSION, INTRUDER_SCHEMA, INTRUDER_VERSION, detect_messages, intruder_messages
+from sae.interpret.support import agreement
 from sae.llm import LLMClient, LLMRequest
 
 
@@ -38,6 +48,12 @@ class ScoringConfig:
     """Held-out items per side for detection (m active + m inactive)."""
     n_intruder_trials: int = 5
     seed: int = 0
+    sibling_pool: int = 100
+    """Strongest activations of each sibling feature the sibling distractors are drawn from."""
+    collision_threshold: float = 0.9
+    """MiniLM cosine at or above which two words count as the same word in :func:`collision_flags`."""
+    llm_sibling_detection: bool = False
+    """Also ask an LLM judge (one with a ``client``) about the sibling distractors: one more call per feature."""
 
 
 class Judge(Protocol):
@@ -95,13 +111,14 @@ class EmbeddingJudge:
 
     name = "embedding-minilm"
 
-    def __init__(self, encoder=None):
+    def __init__(self, encoder=None) -> None:
         if encoder is None:
             from sae.encoders import MiniLMEncoder
 
             encoder = MiniLMEncoder()
         self.encoder = encoder
         self._cache: dict[str, np.ndarray] = {}
+        self._label_mean: np.ndarray | None = None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         missing = sorted({t for t in texts if t not in self._cache})
@@ -120,8 +137,17 @@ class EmbeddingJudge:
     def detect(self, label: str, items: Sequence[str]) -> np.ndarray:
         """Cosine to the label minus the item's mean cosine to all labels (items with many terms match everything)."""
         e = self.embed(list(items))
-        ref = getattr(self, "_label_mean", None)
+        ref = self._label_mean
         return e @ self.embed([label])[0] - (e @ ref if ref is not None else 0.0)
+
+    @contextmanager
+    def preserved(self) -> Iterator[EmbeddingJudge]:
+        """Scoring a baseline (other labels) re-centres the judge; this puts the centre back afterwards."""
+        saved = self._label_mean
+        try:
+            yield self
+        finally:
+            self._label_mean = saved
 
     def intruder(self, items: Sequence[str]) -> np.ndarray:
         e = self.embed(list(items))
@@ -154,38 +180,9 @@ class LLMJudge:
         return out
 
 
-def _has_phrase(label_norm: str, phrase: str) -> bool:
-    return bool(phrase) and f" {phrase} " in f" {label_norm} "
-
-
-def _label_terms(label: str, terms: TermTable) -> list[int]:
-    """Terms the label names: the term's text as a phrase, or a categorical term's (non-generic) value."""
-    lab = normalize_label(label)
-    return [i for i, text, value in terms.phrases if _has_phrase(lab, text) or _has_phrase(lab, value)]
-
-
 def metadata_agreement(label: str, pack: FeatureEvidence, terms: TermTable, n_key: int = 2) -> tuple[float, str]:
-    """(share of the pack's key enriched terms the label names, contradiction text or "")."""
-    key = pack.enriched()["text"].head(n_key).tolist()
-    named = _label_terms(label, terms)
-    all_texts = terms.terms["text"].to_numpy()
-    all_cols = terms.terms["column"].to_numpy()
-    named_texts = {all_texts[i] for i in named}
-    agree = float(np.mean([t in named_texts for t in key])) if key else float("nan")
-    enr = pack.enrichment
-    share = dict(zip(enr["text"].tolist(), enr["active_frac"].tolist()))
-    by_col: dict[str, list[tuple[str, float]]] = {}
-    for text, col, frac in zip(enr["text"].tolist(), enr["column"].tolist(), enr["active_frac"].tolist()):
-        by_col.setdefault(col, []).append((text, frac))
-    problems = []
-    for i in named:
-        text, col = all_texts[i], all_cols[i]
-        own = share.get(text, 0.0)
-        dominant = [(t, f) for t, f in by_col.get(col, []) if t != text and f >= 0.5]
-        if own < terms.base_frac[i] and dominant:
-            t, f = dominant[0]
-            problems.append(f"label says '{text}' but {f:.0%} of active items are '{t}' ({own:.0%} are '{text}')")
-    return agree, "; ".join(problems)
+    """(share of the pack's key enriched terms the label names, contradiction text or ""); see :mod:`sae.interpret.support`."""
+    return agreement(label, pack, terms, n_key)
 
 
 def duplicate_flags(labels: pd.Series) -> pd.Series:
@@ -194,11 +191,72 @@ def duplicate_flags(labels: pd.Series) -> pd.Series:
     return norm.duplicated(keep=False) & norm.ne("")
 
 
+def _singular(word: str) -> str:
+    """A plural folded to its singular by spelling (effusions -> effusion, opacities -> opacity, masses -> mass)."""
+    if len(word) > 4 and word.endswith(("ies", "sses")):
+        return word[:-3] + "y" if word.endswith("ies") else word[:-2]
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")) else word
+
+
+def collision_flags(labels: pd.Series, embed: Callable[[list[str]], np.ndarray], threshold: float = 0.9) -> pd.Series:
+    """True where another label is the same (:func:`duplicate_flags`) or nearly the same.
+
+    Nearly the same: the same words once plurals are folded ("pleural effusions") or spaces dropped
+    ("x ray" / "xray"), or the same number of words of which all but at most two are shared (one for a
+    one- or two-word label) and each of the others is a word that ``embed`` puts at cosine >= ``threshold``
+    from its counterpart (a spelling variant: colour/color, sagital/sagittal). Words with digits must match
+    exactly. A label that adds or drops a term never collides with the shorter one.
+
+    The cosine is of the differing words, not of whole labels: MiniLM puts labels differing in one telling word
+    close ("right-sided pleural effusion with adjacent atelectasis" / "left-sided ...": 0.994; demo term lists
+    swapping high/low: 0.999), so no whole-label threshold separates a variant from another label. Word to word,
+    distinct words stay below 0.9 (monday/tuesday 0.874, preoperative/postoperative 0.866, t1/t2 0.827) and
+    spelling variants above (colour/color 0.974, sagital/sagittal 0.943, tumour/tumor 0.911): hence 0.9.
+    Synonyms ("enlarged heart" / "cardiomegaly": 0.51) are not caught.
+    """
+    words = [tuple(_singular(w) for w in normalize_label(x).split()) for x in labels]
+    out = duplicate_flags(labels).to_numpy(copy=True)
+    for keys in ([" ".join(sorted(w)) for w in words], ["".join(w) for w in words]):
+        k = pd.Series(keys, dtype=object)
+        out |= (k.duplicated(keep=False) & k.ne("")).to_numpy()
+    vocab = sorted({t for w in words for t in w})
+    index = {t: i for i, t in enumerate(vocab)}
+    plain = [i for i, t in enumerate(vocab) if not any(c.isdigit() for c in t)]
+    vecs = np.asarray(embed([vocab[i] for i in plain]), dtype=np.float32) if plain else np.zeros((0, 1), np.float32)
+    unit = np.zeros((len(vocab), vecs.shape[1]), np.float32)  # words with digits stay zero: never close to another word
+    unit[plain] = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    close = lambda a, b: (unit[a] @ unit[b].T >= threshold) | (a[:, None] == b[None, :])
+    buckets: dict[tuple, list[tuple[int, list[int]]]] = defaultdict(list)  # (length, shared words) -> (label, the other words)
+    for i, w in enumerate(words):
+        srt = sorted(w)
+        for d in [1] if len(srt) == 1 else range(1, min(2, len(srt) - 1) + 1):
+            for drop in itertools.combinations(range(len(srt)), d):
+                rest = tuple(t for j, t in enumerate(srt) if j not in drop)
+                buckets[(len(srt), rest)].append((i, [index[srt[j]] for j in drop]))
+    for members in (m for m in buckets.values() if len(m) > 1):
+        who, other = np.array([m[0] for m in members]), np.array([m[1] for m in members])
+        c = [[close(other[:, a], other[:, b]) for b in range(other.shape[1])] for a in range(other.shape[1])]
+        match = c[0][0] if other.shape[1] == 1 else (c[0][0] & c[1][1]) | (c[0][1] & c[1][0])
+        match &= who[:, None] != who[None, :]
+        out[who[match.any(axis=1)]] = True
+    return pd.Series(out, index=labels.index)
+
+
 class LabelScorer:
     """Scores labels against held-out items of the store the evidence came from."""
 
-    def __init__(self, builder: EvidenceBuilder, judge: Judge, config: ScoringConfig | None = None):
+    def __init__(self, builder: EvidenceBuilder, judge: Judge, config: ScoringConfig | None = None,
+                 embed: Callable[[list[str]], np.ndarray] | None = None):
+        """``embed``: the text embedding the collision flags use (default the judge's, else MiniLM's)."""
         self.b, self.judge, self.cfg = builder, judge, config or ScoringConfig()
+        self._embed = embed or getattr(judge, "embed", None)
+        self._plans: dict[int, dict] = {}
+        self._ask_siblings = self.cfg.llm_sibling_detection or getattr(judge, "client", None) is None
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if self._embed is None:  # an LLM judge: collisions are still measured in MiniLM space
+            self._embed = EmbeddingJudge().embed
+        return self._embed(texts)
 
     def _samples(self, pack: FeatureEvidence, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows, _ = self.b.top_rows(pack.feature)
@@ -215,17 +273,33 @@ class LabelScorer:
         strong = rows[: max(4, len(rows) // 2)]
         return pos, neg, strong
 
+    def _sibling_negatives(self, pack: FeatureEvidence, rows: np.ndarray, n: int) -> np.ndarray:
+        """Up to ``n`` rows among the strongest activations of the pack's siblings (nearest first, taken in
+        turn) where this feature does not fire, neither shown to the labeler nor the pack's hard negatives."""
+        exclude = np.concatenate([rows, pack.shown_rows(), np.asarray(pack.negatives["row"], np.int64)])
+        rng = np.random.default_rng([self.cfg.seed, pack.feature, 2])
+        pools = []
+        for g in pack.siblings["feature"]:
+            cand, _ = self.b.top_rows(int(g), top=self.cfg.sibling_pool)
+            pools.append(rng.permutation(cand[~np.isin(cand, exclude)]).tolist())
+        turns = [p[i] for i in range(max(map(len, pools), default=0)) for p in pools if i < len(p)]
+        return np.asarray(list(dict.fromkeys(turns))[:n], dtype=np.int64)
 
     def _plan(self, pack: FeatureEvidence) -> dict:
         """The held-out items one feature is scored on (seeded per feature, so scores are reproducible)."""
         rng = np.random.default_rng([self.cfg.seed, pack.feature])
         pos, neg, strong = self._samples(pack, rng)
         m = min(len(pos), len(neg))
-        plan: dict = {"detect": None, "intruder": []}
+        plan: dict = {"detect": None, "detect_sibling": None, "intruder": []}
         if m >= 2:
             items = np.concatenate([pos[:m], neg[:m]])
             perm = rng.permutation(2 * m)
             plan["detect"] = (self.b.describe(items[perm]), np.r_[np.ones(m, bool), np.zeros(m, bool)][perm])
+            hard = self._sibling_negatives(pack, self.b.top_rows(pack.feature)[0], m)
+            if len(hard) >= 2:
+                items = np.concatenate([pos[:m], hard])
+                perm = np.random.default_rng([self.cfg.seed, pack.feature, 3]).permutation(len(items))
+                plan["detect_sibling"] = (self.b.describe(items[perm]), np.r_[np.ones(m, bool), np.zeros(len(hard), bool)][perm])
         for t in range(self.cfg.n_intruder_trials if len(strong) >= 4 and len(neg) > m else 0):
             four = rng.choice(strong, 4, replace=False)
             intr = neg[min(m + t, len(neg) - 1)]
@@ -233,36 +307,58 @@ class LabelScorer:
             plan["intruder"].append((self.b.describe(np.insert(four, at, intr)), at))
         return plan
 
-    def score_one(self, pack: FeatureEvidence, label: str, description: str, plan: dict | None = None) -> dict:
-        plan = plan or self._plan(pack)
-        out: dict = {"feature": pack.feature, "detection": float("nan"), "intruder": float("nan"), "sail_top2": float("nan")}
+    def plan(self, pack: FeatureEvidence) -> dict:
+        """The held-out items ``pack`` is scored on, made once per feature (every baseline reuses them)."""
+        if pack.feature not in self._plans:
+            self._plans[pack.feature] = self._plan(pack)
+        return self._plans[pack.feature]
+
+    def prepare(self, plans: Sequence[dict], labels: Sequence[str]) -> None:
+        """Hand every text of ``plans`` to the judge at once (when it batches, as the MiniLM judge does)."""
+        if hasattr(self.judge, "prepare"):
+            texts = [t for p in plans for key in ("detect", "detect_sibling") if p.get(key) for t in p[key][0]]
+            texts += [t for p in plans for trial, _ in p["intruder"] for t in trial]
+            self.judge.prepare(texts, list(labels))
+
+    def detection(self, pack: FeatureEvidence, label: str, plan: dict | None = None) -> dict:
+        """detection, detection_sibling and sail_top2 of ``label`` on the feature's held-out items."""
+        plan = plan or self.plan(pack)
+        out = {"detection": float("nan"), "detection_sibling": float("nan"), "sail_top2": float("nan")}
         if plan["detect"] is not None:
             texts, truth = plan["detect"]
             judged = self.judge.detect(label, texts)
             out["detection"] = top_m_balanced_accuracy(judged, truth)
             out["sail_top2"] = sail_top2(judged, truth, np.random.default_rng([self.cfg.seed, pack.feature, 1]))
+        if plan.get("detect_sibling") is not None and self._ask_siblings:
+            texts, truth = plan["detect_sibling"]
+            out["detection_sibling"] = top_m_balanced_accuracy(self.judge.detect(label, texts), truth)
+        return out
+
+    def score_one(self, pack: FeatureEvidence, label: str, description: str, plan: dict | None = None) -> dict:
+        plan = plan or self.plan(pack)
+        out: dict = {"feature": pack.feature, "intruder": float("nan"), **self.detection(pack, label, plan)}
         if plan["intruder"]:
             out["intruder"] = float(np.mean([argmax_accuracy(self.judge.intruder(t), at) for t, at in plan["intruder"]]))
         out["metadata_agreement"], out["contradiction"] = metadata_agreement(label, pack, self.b.terms)
         return out
 
     def score(self, labels: pd.DataFrame, packs: dict[int, FeatureEvidence], progress: bool = True) -> pd.DataFrame:
-        """Scores for every label with status ok (others get NaN), plus the duplicate flag."""
+        """Scores for every label with status ok (others get NaN), plus the duplicate and collision flags."""
         from tqdm.auto import tqdm
 
         ok = labels[labels["status"] == OK]
-        plans = {int(f): self._plan(packs[int(f)]) for f in ok["feature"]}
-        if hasattr(self.judge, "prepare"):  # embed every text once, in big batches
-            texts = [t for p in plans.values() for t in (p["detect"][0] if p["detect"] else [])]
-            texts += [t for p in plans.values() for trial, _ in p["intruder"] for t in trial]
-            self.judge.prepare(texts, list(ok["label"]))
+        plans = {int(f): self.plan(packs[int(f)]) for f in ok["feature"]}
+        self.prepare(list(plans.values()), ok["label"].tolist())  # embed every text once, in big batches
         triples = list(zip(ok["feature"], ok["label"], ok["description"], strict=True))
         rows = [self.score_one(packs[int(f)], label, description, plans[int(f)])
                 for f, label, description in tqdm(triples, desc=f"scoring ({self.judge.name})", disable=not progress)]
-        scores = pd.DataFrame(rows, columns=["feature", "detection", "intruder", "sail_top2", "metadata_agreement", "contradiction"])
+        scores = pd.DataFrame(rows, columns=["feature", "detection", "detection_sibling", "intruder", "sail_top2", "metadata_agreement",
+                                             "contradiction"])
         out = labels[["feature"]].merge(scores, on="feature", how="left")
-        out["duplicate"] = False
-        out.loc[labels["status"].eq(OK).to_numpy(), "duplicate"] = duplicate_flags(ok["label"]).to_numpy()
+        out["duplicate"] = out["collision"] = False
+        is_ok = labels["status"].eq(OK).to_numpy()
+        out.loc[is_ok, "duplicate"] = duplicate_flags(ok["label"]).to_numpy()
+        out.loc[is_ok, "collision"] = collision_flags(ok["label"], self.embed, self.cfg.collision_threshold).to_numpy()
         out["contradiction"] = out["contradiction"].fillna("")
         out["judge"] = self.judge.name
         return out

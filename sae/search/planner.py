@@ -32,6 +32,10 @@ class Rewriter(Protocol):
     def rewrite(self, phrase: str) -> str: ...
 
 
+NEGATED_PART = re.compile(r"^\s*(no|not|without|free of|negative for|absence of)\b", re.IGNORECASE)
+"""A label part that states an absence (the offline labeler writes negated report phrases as "no ...")."""
+
+
 @dataclass
 class EmbeddingPlanner:
     """Matches query phrases to feature labels in a sentence-embedding space."""
@@ -77,6 +81,12 @@ class EmbeddingPlanner:
         self._part_owner = np.asarray([i for i, _, _ in parts], dtype=np.int64)
         self._part_row = np.asarray([where[p] for _, _, p in parts], dtype=np.int64)
         self._part_factor = np.asarray([self.part_discount**pos for _, pos, _ in parts], dtype=np.float32)
+        # a query phrase is matched as a presence: a label part stating an absence ("no pleural effusion")
+        # never answers it, and a label with such a part is matched by its other parts only
+        negated = np.asarray([bool(NEGATED_PART.match(p)) for _, _, p in parts], dtype=bool)
+        self._part_factor[negated] = 0.0
+        self._whole_ok = np.ones(len(texts), dtype=bool)
+        self._whole_ok[self._part_owner[negated]] = False
 
     def similarity(self, phrase: str) -> np.ndarray:
         """Match of ``phrase`` with every labeled feature: the best of the whole label and its discounted parts."""
@@ -84,8 +94,8 @@ class EmbeddingPlanner:
         if self.thesaurus is not None and not isinstance(self.thesaurus, str) and (alt := self.thesaurus.rewrite(phrase)) != phrase:
             variants.append(alt)
         q = self._embed(variants)
-        sims = (self._emb @ q.T).max(1)
-        part = (self._part_emb @ q.T).max(1)[self._part_row] * self._part_factor
+        sims = np.where(self._whole_ok, (self._emb @ q.T).max(1), -1.0)
+        part = np.where(self._part_factor > 0, (self._part_emb @ q.T).max(1)[self._part_row] * self._part_factor, -1.0)
         np.maximum.at(sims, self._part_owner, part)
         return sims
 

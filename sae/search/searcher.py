@@ -70,6 +70,26 @@ class ExampleComparison:
                 f"<div><b>dense embedding</b>{self.dense.to_html(index=False)}</div></div></div>")
 
 
+def nothing_explained(labels) -> str:
+    """Why a labeled run cannot be searched by text: labeled, but no feature has a label."""
+    s = labels.summary
+    counts = ", ".join(f"{s.get(k, 0)} {k}" for k in ("unexplained", "dead", "failed") if s.get(k))
+    why = s.get("why_no_labels") or "no feature's items share a term"
+    return (f"the SAE is labeled ({labels.labeler}) but no feature has a label ({counts}): {why}. "
+            "Search by example items (--like) works without labels")
+
+
+@dataclass(frozen=True)
+class Unlabeled:
+    """The text planner of a run whose labels name no feature: every text query is refused with the reason."""
+
+    reason: str
+    name: str = "unlabeled"
+
+    def plan(self, query: str):
+        raise SaeError(self.reason)
+
+
 class Searcher:
     """Text, example items or an edited plan in; ranked items or groups (with their explanations) out."""
 
@@ -78,6 +98,8 @@ class Searcher:
         self.store, self.codes, self.meta = run.store, run.codes, run.meta
         self.index = ConceptIndex.of(run)
         self.labels = run.labels(labeler)
+        if planner is None and not self.labels.mapping():
+            planner = Unlabeled(nothing_explained(self.labels))  # example search still works
         self.planner = planner or EmbeddingPlanner(self.labels.mapping())
         self.examples = ExamplePlanner(self.index, self.codes, self.labels.mapping())
         self.group_key = run.group_key

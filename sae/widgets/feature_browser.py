@@ -96,6 +96,7 @@ class FeatureBrowser(View):
             "enriched": records(enr[["text", "active_frac", "base_frac", "lift", "q"]]) if len(enr) else [],
             "siblings": records(card.siblings[[c for c in ("feature", "label", "jaccard", "decoder_cos") if c in card.siblings]]),
             "top": self._items(card.top.head(12)), "quantiles": self._items(card.quantiles.head(10)),
+            "coverage": [{"term": t, "share": _clean(c)} for t, c in card.coverage], "unsupported": list(card.unsupported),
             "edited_by": _clean(card.edited_by), "edited_at": _clean(card.edited_at),
             "images": wb.has_images,
         }

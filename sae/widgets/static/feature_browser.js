@@ -58,6 +58,10 @@ function render({ model, el }) {
     card.replaceChildren(
       h("div", { class: "saew-row" }, h("h4", { class: "saew-card-title", text: "#" + c.feature + "  " + c.label })),
       h("div", { class: "saew-muted", text: c.description }),
+      (c.coverage || []).length ? h("div", { class: "saew-muted", "data-role": "coverage",
+        text: "each term's share of the items where it fires: " + c.coverage.map((t) => t.term + " " + pct(t.share)).join(" · ") }) : h("span", {}),
+      (c.unsupported || []).length ? h("div", { class: "saew-muted", "data-role": "unsupported",
+        text: "words no evidence supports: " + c.unsupported.join(", ") }) : h("span", {}),
       h("div", { class: "saew-muted", text: (scores ? scores + " · " : "") + "fires on " + pct(s.rate) + " (" + (s.count || 0) + " items) · max " + fmt(s.max) + (c.edited_by ? " · edited by " + c.edited_by + " " + c.edited_at : "") }),
       h("div", { class: "saew-row" },
         h("button", { text: "search with it", onclick: () => model.send({ type: "search", feature: c.feature }) }),

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sae.interpret import LLMClient, LLMConfig, LLMLabeler, MetadataLabeler, label_run  # noqa: E402
-from sae.interpret.evidence import EvidenceBuilder  # noqa: E402
+from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig  # noqa: E402
 from sae.llm_local import DEFAULT_CTX, LocalLLM  # noqa: E402
 from sae.run import Run, Workspace  # noqa: E402
 
@@ -67,7 +67,7 @@ def main() -> None:
     ws, run = private_copy(Workspace(args.workspace), tmp)
     feats = pick_features(run, args.features)
     _ = run.store  # opened (and checked) before the server starts
-    builder = EvidenceBuilder.of(run, progress=False)
+    builder = EvidenceBuilder.of(run, EvidenceConfig(exclude_columns=("quality_fail",)), progress=False)  # as the demo
     results = []
     t0 = time.perf_counter()
     with LocalLLM(args.model_path, ctx=args.ctx, threads=args.threads, log_path=tmp / "server.log") as llm:
@@ -104,6 +104,7 @@ def bench_prompt(run: Run, builder: EvidenceBuilder, cfg: LLMConfig, prompt: str
     ledger = labeler.client.ledger.frame()
     frame = labels.frame
     failed = frame["status"] == "failed"
+    refused = failed & frame["error"].astype(str).str.contains("names a feature number")  # valid JSON, no concept
     answered = [int(f) for f in frame.loc[~failed, "feature"]]  # failures are never cached: a re-run asks them again, by design
     for p in run.path.glob(f"*labels-{labeler.id}*"):
         p.unlink()  # forget the labels, keep the cache: the re-run must be served entirely from it
@@ -114,7 +115,8 @@ def bench_prompt(run: Run, builder: EvidenceBuilder, cfg: LLMConfig, prompt: str
         "prompt": prompt, "labeler": labeler.id, "calls": int(labeler.client.calls_made), "requests": int(len(ledger)),
         "input_tokens": int(ledger["input_tokens"].sum()), "output_tokens": int(ledger["output_tokens"].sum()),
         "seconds_total": round(seconds, 1), "seconds_per_feature": round(float(ledger["seconds"].mean()), 2),
-        "json_failure_rate": float(failed.mean()), "answers_needing_repair": int((ledger["calls"] > 1).sum()),
+        "json_failure_rate": float((failed & ~refused).mean()), "refused_rate": float(refused.mean()),
+        "answers_needing_repair": int((ledger["calls"] > 1).sum()),
         "calls_on_cached_rerun": int(again.client.calls_made), "rerun_features": len(answered), "features": feats,
         "failures_on_first_run": int(failed.sum()), "summary": labels.summary,
         "labels": frame[["feature", "label", "status", "detection", "intruder", "metadata_agreement", "error"]].to_dict("records"),
@@ -127,12 +129,13 @@ def write_md(r: dict) -> None:
         "# Labeling with a real local LLM (SmolLM2-135M-Instruct, xllamacpp, CPU)", "",
         f"{len(r['features'])} demo features spread over the firing-rate range; the offline MiniLM judge scores every labeler; "
         f"server start-up {r['server_startup_s']} s (launch to the first healthy answer). {r['model']}.", "",
-        "| prompt | features | calls | input tokens | output tokens | s / feature | JSON failures | repaired | calls on cached re-run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| prompt | features | calls | input tokens | output tokens | s / feature | JSON failures | refused: only a feature number "
+        "| repaired | calls on cached re-run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["prompts"]:
         lines.append(f"| {p['prompt']} | {len(p['features'])} | {p['calls']} | {p['input_tokens']:,} | {p['output_tokens']:,} | {p['seconds_per_feature']} | "
-                     f"{p['json_failure_rate']:.0%} | {p['answers_needing_repair']} | "
+                     f"{p['json_failure_rate']:.0%} | {p.get('refused_rate', 0.0):.0%} | {p['answers_needing_repair']} | "
                      f"{p['calls_on_cached_rerun']} (of {p['rerun_features']} answered features) |")
     lines += ["", "| labeler | labeled | detection (chance 0.5) | intruder (chance 0.2) | metadata agreement | duplicate labels |",
               "|---|---|---|---|---|---|"]

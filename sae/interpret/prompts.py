@@ -9,7 +9,7 @@ import pandas as pd
 from sae.llm_safety import instruction_flags
 
 LABEL_VERSION = "label-v3"
-COMPACT_VERSION = "label-compact-v2"
+COMPACT_VERSION = "label-compact-v3"
 DETECT_VERSION = "detect-v1"
 INTRUDER_VERSION = "intruder-v1"
 
@@ -96,11 +96,11 @@ def label_messages(pack, domain: str, sibling_labels: dict[int, str], images: Se
     return [{"role": "system", "content": LABEL_SYSTEM.format(domain=domain)}, {"role": "user", "content": content}]
 
 
-COMPACT_EXAMPLES = """Feature 12 fires on items with: frontal view (90% vs 40% overall), pleural effusion (70% vs 10%).
+COMPACT_EXAMPLES = """A feature fires on items with: frontal view (90% vs 40% overall), pleural effusion (70% vs 10%).
 Related features are called: "frontal views"; "chest tube".
 {"label": "frontal views with pleural effusion", "description": "Frontal chest images showing a pleural effusion.", "confidence": 0.8}
 
-Feature 7 fires on items with: lateral view (85% vs 30% overall), pacemaker (60% vs 5%), portable (40% vs 20%).
+A feature fires on items with: lateral view (85% vs 30% overall), pacemaker (60% vs 5%), portable (40% vs 20%).
 Related features are called: "lateral views".
 {"label": "lateral views with pacemaker", "description": "Lateral chest images in which a pacemaker is visible.", "confidence": 0.7}
 
@@ -119,7 +119,8 @@ def compact_label_messages(pack, sibling_labels: dict[int, str], max_terms: int 
     read this prompt without a ``<data>`` fence, so instruction-like sibling labels are left out.
     """
     sib = "; ".join(f'"{lab}"' for lab in list(plain_labels(sibling_labels).values())[:3])
-    query = f"Feature {pack.feature} fires on items with: {_term_line(pack.enriched().head(max_terms))}.\n"
+    # no feature numbers anywhere: small models copy them into the label ("feature 12")
+    query = f"A feature fires on items with: {_term_line(pack.enriched().head(max_terms))}.\n"
     if sib:
         query += f"Related features are called: {sib}.\n"
     return [{"role": "user", "content": COMPACT_EXAMPLES + _defang(query)}]

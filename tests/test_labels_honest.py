@@ -359,3 +359,9 @@ def test_every_named_term_is_carried_by_most_of_the_top_items(demo_run, demo_lab
         top = [set(t) for t in builder.pack(f).top["terms"]]
         for t in terms:
             assert np.mean([t in s for s in top]) >= 0.5, (f, t)
+
+
+def test_a_place_after_a_negated_finding_is_not_negated():
+    ph = text_phrases("No free air under the diaphragm. No focal consolidation in the right lung.")
+    assert "no air" in ph and "no focal consolidation" in ph
+    assert "diaphragm" in ph and "right lung" in ph and "no diaphragm" not in ph and "no right lung" not in ph

@@ -4,8 +4,9 @@ Radiology reports say as much about what is absent as about what is present ("no
 so a phrase inside a negation scope is not a mention of the finding: it becomes the separate term
 ``no <phrase>``. Scopes follow NegEx: a cue before the phrase (``no``, ``without``, ``free of``,
 ``negative for``, ``no evidence of`` ...) or after it (``... is not seen``, ``... has resolved``)
-negates up to :data:`SCOPE` words of the same clause; a sentence end, a semicolon or a conjunction
-that turns the sentence (``but``, ``however``, ``although``) closes the scope.
+negates up to :data:`SCOPE` words of the same clause; a sentence end, a semicolon, a conjunction
+that turns the sentence (``but``, ``however``, ``although``) or a preposition of place (``in``,
+``under``: "no free air under the diaphragm" does not negate the diaphragm) closes the scope.
 
 Each phrase is one binary term per item (present in its text or not), so the same enrichment test,
 labeler rules and coverage check apply to text as to metadata. Phrases in more than ``max_df`` of the
@@ -39,7 +40,10 @@ def _wordset(text: str) -> frozenset[str]:
 
 
 TERMINATORS = frozenset({"but", "however", "although", "though", "except", "aside", "apart", "which", "whereas", "yet",
-                         "still", "nevertheless", "otherwise"})
+                         "still", "nevertheless", "otherwise",
+                         # a location after the negated finding exists: "no free air under the diaphragm"
+                         "in", "on", "at", "under", "over", "above", "below", "beneath", "within", "into", "along", "near",
+                         "behind", "through", "overlying", "projecting"})
 SCOPE = 8
 """At most this many words after a pre-cue (before a post-cue) are negated."""
 STOP = _wordset("""a an the and or of in on at to for with is are was were be been being there this that these those
@@ -48,7 +52,8 @@ no not without nor neither never free negative evidence sign signs absence denie
 present visualized evident absent ruled out rather very may might could would should can will shall suggest suggests
 suggesting suggestive likely possibly possible probably noted note seen demonstrated demonstrate shows show showing
 given since again otherwise compared comparison prior previous previously stable unchanged interval today now
-xxxx x th st nd rd one two three four five appear appears appearance within""")
+xxxx x th st nd rd one two three four five appear appears appearance within under over above below between
+through along beyond behind near across around upon about after before""")
 MODIFIERS = _wordset("""left right upper lower mid middle bilateral small large mild mildly moderate moderately severe minimal
 minimally slight slightly subtle new old chronic acute tiny trace focal diffuse patchy active definite normally
 specifically otherwise grossly""")

@@ -39,6 +39,28 @@ def test_ingest_npy_and_errors(tmp_path, capsys):
     assert "not a workspace" in capsys.readouterr().err
 
 
+def test_ingest_a_text_store_with_a_group_key(tmp_path, capsys):
+    """``--text-column`` moves the reports into the text previews (not metadata), ``--group-key`` is recorded."""
+    from sae.store import Store
+
+    emb = np.random.default_rng(1).standard_normal((12, 4)).astype(np.float32)
+    np.save(tmp_path / "e.npy", emb)
+    reports = [f"Report {i}. {'Cardiomegaly.' if i % 3 == 0 else 'No acute disease.'}" for i in range(12)]
+    meta = pd.DataFrame({"id": [f"r{i}" for i in range(12)], "patient": [f"p{i // 2}" for i in range(12)], "report": reports})
+    meta.to_csv(tmp_path / "m.csv", index=False)
+    base = ["ingest", str(tmp_path / "e.npy"), str(tmp_path / "ws"), "--meta", str(tmp_path / "m.csv")]
+    assert main(base + ["--text-column", "findings"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --text-column findings: no such metadata column" in err and "report" in err
+    assert not (tmp_path / "ws" / "store.zarr").exists()
+    assert main(base + ["--text-column", "report", "--group-key", "patient"]) == 0
+    out = capsys.readouterr().out
+    assert "group key  patient" in out and "text" in out.split("previews", 1)[1].splitlines()[0]
+    store = Store.open(tmp_path / "ws" / "store.zarr")
+    assert store.has_text_previews and list(store.texts([0, 3])) == [reports[0], reports[3]]
+    assert "report" not in store.columns and store.provenance["group_key"] == "patient"
+
+
 def test_planted_and_console_script(tmp_path):
     assert main(["planted", str(tmp_path / "p"), "--rows", "500", "--dim", "16", "--concepts", "96"]) == 0
     assert (tmp_path / "p" / "truth.npz").exists()

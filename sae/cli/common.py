@@ -52,6 +52,7 @@ def print_info(ws) -> None:
     print(f"fingerprint {s['fingerprint']}  schema v{s['schema_version']}")
     prov = s["provenance"]
     print(f"provenance dataset={prov.get('dataset', prov.get('source', '?'))} created={prov.get('created', '?')}")
+    print(f"group key  {prov.get('group_key') or 'none'}")
     if s["columns"]:
         print("metadata columns:")
         store = ws.open_store()

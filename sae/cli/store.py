@@ -17,6 +17,10 @@ def _add_ingest(sub) -> None:
     p.add_argument("--format", choices=["npy", "parquet", "hdf5", "images"], help="default: from the suffix")
     p.add_argument("--meta", help="metadata table (.csv/.tsv/.parquet) aligned with the rows")
     p.add_argument("--id-column", help="column holding row ids (default: id, image_id, path, ... if present)")
+    p.add_argument("--text-column", help="metadata column holding each row's text (e.g. the report): stored as text previews, "
+                                         "so `sae label` names features by its phrases and hits show it")
+    p.add_argument("--group-key", help="metadata column grouping rows (patient, study, volume): evidence caps items per group, "
+                                       "labels never name it, held-out splits keep groups whole")
     p.add_argument("--embedding-column", default="embedding", help="parquet: vector column (raw bytes or lists)")
     p.add_argument("--dataset", default="embeddings", help="hdf5: the 2-D dataset")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="embedding dtype in the store")
@@ -44,6 +48,7 @@ def cmd_ingest(args) -> int:
     opts = importers.IngestOptions(
         dest=str(ws.store_path), dtype=args.dtype, append=args.append, overwrite=args.overwrite,
         drop_nonfinite=args.drop_nonfinite, encoder=args.encoder, checksums=not args.no_checksums,
+        text_column=args.text_column, group_key=args.group_key,
     )
     t0 = time.perf_counter()
     if fmt == "npy":

@@ -51,6 +51,12 @@ class IngestOptions:
     """End every chunk of a new store in a crc32c checksum (a damaged chunk is an error, not wrong numbers)."""
     encoder: str | dict | None = None
     progress: bool = True
+    text_column: str | None = None
+    """A metadata column holding each row's text (a report): stored as the text previews, not as metadata,
+    so labels can be made from its phrases and hits show it."""
+    group_key: str | None = None
+    """The metadata column grouping rows (patient, study, volume): recorded in provenance; labels never name it,
+    evidence caps items per group, and held-out splits keep groups whole."""
 
 
 @dataclass
@@ -77,6 +83,8 @@ def ingest_batches(batches: Iterable[RowBatch], dim: int, total: int | None, opt
         store = Store.open(opts.dest, mode="a")
         ctx = store.transaction()
     else:
+        if opts.group_key:
+            provenance = {**provenance, "group_key": opts.group_key}
         store = Store.create(
             opts.dest, dim, dtype=opts.dtype, encoder=opts.encoder, provenance=provenance,
             chunk_rows=opts.chunk_rows, compressor=opts.compressor, overwrite=opts.overwrite, checksums=opts.checksums,
@@ -84,6 +92,7 @@ def ingest_batches(batches: Iterable[RowBatch], dim: int, total: int | None, opt
         ctx = store
     with ctx, tqdm(total=total, unit="rows", desc="ingest", disable=not opts.progress) as bar:  # the lock first, then the bar
         for b in batches:
+            b = _with_text_column(b, opts)
             n = store.append(b.embeddings, b.ids, b.meta, images=b.images, texts=b.texts, drop_nonfinite=opts.drop_nonfinite)
             written += n
             dropped += len(b.embeddings) - n
@@ -95,6 +104,18 @@ def ingest_batches(batches: Iterable[RowBatch], dim: int, total: int | None, opt
         if opts.append:
             store.update_provenance(appended=[*store.provenance.get("appended", []), provenance])
     return Store.open(store.url, mode="r")
+
+
+def _with_text_column(b: RowBatch, opts: IngestOptions) -> RowBatch:
+    """The batch with ``opts.text_column`` moved from its metadata to its text previews, the group key checked."""
+    cols = list(b.meta.columns) if b.meta is not None else []
+    for flag, name in (("--text-column", opts.text_column), ("--group-key", opts.group_key)):
+        if name is not None and name not in cols:
+            raise MetadataError(f"{flag} {name}: no such metadata column (columns: {', '.join(cols) or 'none; give --meta'})")
+    if opts.text_column is None or b.meta is None:
+        return b
+    texts = b.meta[opts.text_column].fillna("").astype(str).tolist()
+    return RowBatch(b.embeddings, b.ids, b.meta.drop(columns=[opts.text_column]), b.images, texts)
 
 
 def _slices(n: int, step: int) -> Iterator[slice]:

@@ -25,7 +25,7 @@ from sae.codes.layout import _block_stats
 from sae.codes.reader import check_feature
 from sae.errors import StaleArtifactError
 from sae.evaluate import random_sae
-from sae.interpret.describe import label_key
+from sae.interpret.describe import TermTable, label_key
 from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
 from sae.interpret.labelers import DEAD, OK, Labeler
 from sae.interpret.scoring import Judge, LabelScorer, ScoringConfig
@@ -143,10 +143,11 @@ def _encode(model, store: Store, rows: np.ndarray, batch: int = 8192) -> sp.csr_
 
 def random_sae_label_baseline(run: Run, labeler: Labeler, judge: Judge, evidence_config: EvidenceConfig | None = None,
                               scoring: ScoringConfig | None = None, seed: int = 0, progress: bool = False,
-                              max_rows: int = RANDOM_SAE_ROWS) -> dict[str, Any]:
+                              max_rows: int = RANDOM_SAE_ROWS, evidence: EvidenceBuilder | None = None) -> dict[str, Any]:
     """The labels ``labeler`` gives a random SAE's features and their scores (same evidence settings, judge
     and scoring), summarised: labeled share, mean detection and detection_sibling, duplicate and collision
-    rates, features. Stores above ``max_rows`` rows are sampled (seeded; the result says so)."""
+    rates, features. Stores above ``max_rows`` rows are sampled (seeded; the result says so). ``evidence``:
+    the run's builder, whose term table and texts (the same rows, the same settings) are reused."""
     if getattr(labeler, "client", None) is not None:
         return {"skipped": f"{labeler.id} asks an LLM; the random-SAE baseline runs offline labelers only (no LLM cost)"}
     t0 = time.perf_counter()
@@ -159,8 +160,12 @@ def random_sae_label_baseline(run: Run, labeler: Labeler, judge: Judge, evidence
     codes = MemoryCodes(_encode(rand, store, rows), store.fingerprint)
     view = RowSample(store, rows) if sampled else store
     meta = run.meta.iloc[rows].reset_index(drop=True) if sampled else run.meta
+    terms = texts = None
+    if evidence is not None:
+        terms = TermTable(evidence.terms.matrix[rows], evidence.terms.terms) if sampled else evidence.terms
+        texts = evidence.texts[rows] if sampled and evidence.texts is not None else evidence.texts
     builder = EvidenceBuilder(cast(Store, view), cast(Codes, codes), rand.W_dec.detach().numpy(), evidence_config, progress=False,
-                              postings=codes.postings, meta=meta, stats=codes.stats())
+                              postings=codes.postings, meta=meta, stats=codes.stats(), terms=terms, texts=texts)
     packs = {p.feature: p for p in builder.packs()}
     labels = labeler.label_many(list(packs.values()), progress=False)
     frame = pd.DataFrame([lab.record() for lab in labels])
@@ -180,7 +185,8 @@ def label_baselines(run: Run, labeler: Labeler, scorer: LabelScorer, frame: pd.D
     """Both baselines of one labels table, for the labels summary: the shuffled labels on the scorer's
     held-out items, and a random SAE labeled and scored with the scorer's judge, scoring and evidence settings."""
     return {"shuffled_labels": shuffled_label_scores(scorer, frame, packs, seed),
-            "random_sae": random_sae_label_baseline(run, labeler, scorer.judge, scorer.b.cfg, scorer.cfg, seed, progress)}
+            "random_sae": random_sae_label_baseline(run, labeler, scorer.judge, scorer.b.cfg, scorer.cfg, seed, progress,
+                                                    evidence=scorer.b)}
 
 
 __all__ = ["MemoryCodes", "RowSample", "label_baselines", "random_sae_label_baseline", "shuffled_label_scores"]

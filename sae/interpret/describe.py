@@ -20,6 +20,8 @@ import scipy.sparse as sp
 
 GENERIC_VALUES = {"none", "no", "false", "0", "unknown", "nan", "normal", "n/a", ""}
 TERTILES = ("low", "medium", "high")
+TEXT_KINDS = frozenset({"phrase", "negated"})
+"""Kinds of the terms made from text (a mention, a negated mention); the others come from metadata columns."""
 RANGE_BINS = 6
 """Numeric columns are also cut into this many quantile bins, named by value range."""
 
@@ -194,7 +196,7 @@ def describe_items(table: TermTable, rows: np.ndarray, texts: np.ndarray | None 
     """
     sub = table.matrix[np.asarray(rows, dtype=np.int64)]
     # text phrases are not listed: the text itself follows
-    shown = positive_terms(table) & ~table.terms["kind"].isin(["phrase", "negated"]).to_numpy()
+    shown = positive_terms(table) & ~table.terms["kind"].isin(list(TEXT_KINDS)).to_numpy()
     words = np.where(shown, table.terms["text"].to_numpy(), "")
     out = []
     for i in range(sub.shape[0]):

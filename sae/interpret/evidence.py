@@ -138,9 +138,11 @@ class EvidenceBuilder:
 
     def __init__(self, store: Store, codes: Codes, decoder: np.ndarray | None = None, config: EvidenceConfig | None = None,
                  progress: bool = True, postings: Postings | None = None, meta: pd.DataFrame | None = None,
-                 stats: pd.DataFrame | None = None):
+                 stats: pd.DataFrame | None = None, terms: TermTable | None = None, texts: np.ndarray | None = None):
         """``postings`` / ``meta`` / ``stats``: a run's shared in-memory index, metadata and statistics
-        (read from ``codes`` and ``store`` when not given; :meth:`of` passes a run's)."""
+        (read from ``codes`` and ``store`` when not given; :meth:`of` passes a run's). ``terms`` / ``texts``:
+        the items' term table and texts, built by another builder over the same rows with the same settings
+        (the random-SAE baseline reuses the run's instead of tokenising every report again)."""
         codes.check_store(store)
         self.store, self.codes, self.cfg = store, codes, config or EvidenceConfig()
         self.progress = progress
@@ -148,15 +150,11 @@ class EvidenceBuilder:
         self.meta = store.meta() if meta is None else meta
         self.groups = self.meta[self.group_key].to_numpy() if self.group_key in self.meta else None
         self.ids = np.asarray(store.ids())
-        self.texts = np.asarray(store.texts(np.arange(store.n_rows))) if store.has_text_previews else None
+        if texts is None and store.has_text_previews:
+            texts = np.asarray(store.texts(np.arange(store.n_rows)))
+        self.texts = texts
         self.excluded = excluded_columns(store, self.cfg)
-        kinds = {c: k for c, k in column_kinds(store.columns, self.meta, self.group_key).items() if c not in self.excluded}
-        self.text_source, texts = self._text_source()
-        if self.texts is None and texts is not None:
-            self.texts = texts  # what a labeler or judge reads about an item
-        self.terms: TermTable = merge_terms(
-            build_terms(self.meta, kinds),
-            *([phrase_terms(build_phrases(texts.tolist(), self.cfg.phrases, progress), self.text_source)] if texts is not None else []))
+        self.terms: TermTable = self._build_terms(progress) if terms is None else terms
         self.stats = codes.stats() if stats is None else stats
         self.postings = postings if postings is not None else Postings.from_codes(codes)  # read once, not per feature
         # the inverted index is the codes in column-major form: no second read of the row-major copy
@@ -173,6 +171,15 @@ class EvidenceBuilder:
         return run.cached(("evidence", config or EvidenceConfig()),
                           lambda: cls(run.store, run.codes, run.decoder, config, progress=progress, postings=run.postings,
                                       meta=run.meta, stats=run.stats))
+
+    def _build_terms(self, progress: bool) -> TermTable:
+        """The metadata terms of the usable columns, then the phrases of the text source (when there is one)."""
+        kinds = {c: k for c, k in column_kinds(self.store.columns, self.meta, self.group_key).items() if c not in self.excluded}
+        source, texts = self._text_source()
+        if self.texts is None and texts is not None:
+            self.texts = texts  # what a labeler or judge reads about an item
+        phrases = [phrase_terms(build_phrases(texts.tolist(), self.cfg.phrases, progress), source)] if texts is not None else []
+        return merge_terms(build_terms(self.meta, kinds), *phrases)
 
     def _text_source(self) -> tuple[str, np.ndarray | None]:
         """(name, texts) of the text the phrases come from, per :attr:`EvidenceConfig.text`."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 OK, FAILED, UNEXPLAINED, DEAD = "ok", "failed", "unexplained", "dead"
+LIST_FIELDS = ("evidence", "terms", "term_columns", "coverage", "unsupported")
+"""The :class:`Label` fields that are sequences (tuples in memory, lists on disk)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,6 @@ class Label:
 
     def record(self) -> dict:
         d = asdict(self)
-        for key in ("evidence", "terms", "term_columns", "coverage", "unsupported"):
+        for key in LIST_FIELDS:
             d[key] = list(d[key])
         return d

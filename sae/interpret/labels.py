@@ -36,6 +36,7 @@ from sae.errors import LabelError, StaleArtifactError
 from sae.interpret.baselines import label_baselines
 from sae.interpret.edits import apply_edits, read_edits, record_edit
 from sae.interpret.evidence import EvidenceBuilder, EvidenceConfig, FeatureEvidence
+from sae.interpret.label_types import LIST_FIELDS
 from sae.interpret.labelers import DEAD, FAILED, OK, UNEXPLAINED, Label, Labeler, MetadataLabeler
 from sae.interpret.scoring import EmbeddingJudge, Judge, LabelScorer, LLMJudge, ScoringConfig, collision_flags, duplicate_flags
 from sae.llm_safety import instruction_flags
@@ -46,13 +47,12 @@ if TYPE_CHECKING:
 
 LABEL_COLUMNS = ["feature", "label", "description", "confidence", "evidence", "labeler", "status", "error",
                  "terms", "term_columns", "coverage", "unsupported"]
-LIST_COLUMNS = ("evidence", "terms", "term_columns", "coverage", "unsupported")
 
 
 def _as_record(rec: dict) -> dict:
     """A stored label row as a :meth:`Label.record` dict (files from before a column existed get it empty)."""
     out = {c: rec.get(c) for c in LABEL_COLUMNS}
-    for c in LIST_COLUMNS:
+    for c in LIST_FIELDS:
         v = out[c]
         out[c] = list(v) if v is not None and not (isinstance(v, float) and np.isnan(v)) else []
     return out

@@ -12,11 +12,9 @@ import re
 
 import numpy as np
 
-from sae.interpret.describe import TermTable, normalize_label
+from sae.interpret.describe import TEXT_KINDS, TermTable, normalize_label
 from sae.interpret.evidence import FeatureEvidence
 from sae.interpret.phrases import STOP, negated_mask, stem
-
-TEXT_KINDS = ("phrase", "negated")
 
 
 def has_phrase(label_norm: str, phrase: str, affirmed: bool = False) -> bool:

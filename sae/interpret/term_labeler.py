@@ -31,12 +31,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from sae.interpret.describe import label_key
+from sae.interpret.describe import TEXT_KINDS, label_key
 from sae.interpret.evidence import FeatureEvidence
 from sae.interpret.label_types import DEAD, OK, UNEXPLAINED, Label
 from sae.interpret.phrases import phrase_words
 
-TEXT_KINDS = frozenset({"phrase", "negated"})
 DEDUP_CANDIDATES = 8
 """Labels of a feature are drawn from combinations of its this many strongest qualifying terms."""
 SPECIFIC_SHARE = 0.8

@@ -242,3 +242,70 @@ def test_concept_search_edits_whole_or_groups(wb):
     assert not {c["feature"] for c in cs.chips} & set(feats) and cs.error == ""
     _send(cs, type="weight", features=[cs.chips[0]["feature"]], weight=0)
     assert "positive" in cs.error
+
+
+def test_concept_search_keeps_a_refusal_until_a_good_search(wb):
+    """A refused query clears the results and its reason stays shown through unrelated actions
+    (the view's latency report, a new ``top``) until the next successful search clears it."""
+    from sae.errors import SaeError
+    from sae.widgets import ConceptSearch
+
+    cs = ConceptSearch(wb, query="axial orientation")
+    assert cs.error == "" and cs.hits and cs.chips
+    cs.selected_row = cs.hits[0]["row"]
+    with pytest.raises(SaeError) as refused:
+        wb.searcher.plan("qqqzzx vvv")
+    cs.query_seq += 1
+    cs.query = "qqqzzx vvv"  # the planner refuses it: no labeled feature matches
+    assert cs.error == f"no results: {refused.value}"
+    assert cs.hits == [] and cs.thumbs == [] and cs.chips == [] and cs.notes == [] and cs.plan is None and cs.result is None
+    assert cs.status == "" and cs.selected_row == -1 and cs.hit_features == [] and cs.answered_seq == cs.query_seq
+    cs.search("qqqzzx vvv")  # the Python API shows the refusal too, it does not raise
+    _send(cs, type="latency", ms=3.0)  # what the view sends once the (empty) grid is drawn
+    cs.top = 12
+    assert cs.error == f"no results: {refused.value}"
+    _send(cs, type="drop", feature=1)  # another failure shows its own reason ...
+    assert "no plan to edit" in cs.error
+    _send(cs, type="latency", ms=3.0)  # ... and the refusal comes back after it
+    assert cs.error.startswith("no results: ")
+    cs.query = "axial orientation"
+    assert cs.error == "" and cs.hits and cs.chips
+    _send(cs, type="latency", ms=3.0)
+    assert cs.error == ""
+    cs.query = "qqqzzx vvv"
+    cs.query = ""  # clearing the box withdraws the refusal as well
+    assert cs.error == "" and cs.hits == []
+
+
+def test_concept_search_refused_plan_edit_keeps_the_plan(wb):
+    """A plan edit the index refuses (no positive concept left) keeps the chips, clears the hits and
+    says why until a good search (here: the edit undone)."""
+    from sae.widgets import ConceptSearch
+
+    cs = ConceptSearch(wb, query="axial orientation")
+    feats = [c["feature"] for c in cs.chips]
+    _send(cs, type="negate", features=feats)
+    assert cs.error.startswith("no results: ") and "positive concept" in cs.error
+    assert cs.hits == [] and cs.thumbs == [] and [c["feature"] for c in cs.chips] == feats and all(c["negated"] for c in cs.chips)
+    _send(cs, type="latency", ms=1.0)
+    assert "positive concept" in cs.error
+    _send(cs, type="negate", features=feats)
+    assert cs.error == "" and cs.hits and not any(c["negated"] for c in cs.chips)
+
+
+def test_concept_search_shows_the_plan_notes(wb):
+    """The plan's notes (a candidate dropped as contradicting the query) reach the view, untouched
+    (the view sets them as text, see test_views_never_parse_data_as_html); result notes follow them."""
+    import dataclasses
+
+    from sae.widgets import ConceptSearch
+
+    note = f"dropped #12 {XSS!r} for 'lower brain': contradicts (inferior vs superior)"
+    plan = wb.searcher.plan("axial orientation")
+    plan = dataclasses.replace(plan, notes=plan.notes + (note,))
+    cs = ConceptSearch(wb, plan=plan)
+    assert cs.error == "" and cs.hits
+    assert cs.notes[: len(plan.notes)] == list(plan.notes) and note in cs.notes
+    assert cs.notes[len(plan.notes):] == list(cs.result.notes)
+    _send(cs, type="negate", features=[c["feature"] for c in cs.chips])  # refused: the plan (and its notes) stay
+    assert cs.hits == [] and cs.error.startswith("no results: ") and note in cs.notes

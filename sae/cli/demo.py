@@ -110,6 +110,7 @@ def stage_search(ws: Workspace, opts: DemoOptions) -> str:
     from sae.search.baseline import SAILBaseline
     from sae.search.evaluate import DEMO_VOCABULARY, QueryCase, evaluate_methods, metadata_cases, precision_at, summarize
     from sae.search.searcher import Searcher
+    from sae.search.suites import suite_cases
 
     s = Searcher(Run.find(ws), "metadata")
     truth = {DEMO_QUERIES[0]: QueryCase("", "", (("orientation", "sagittal"), ("artifact", "ghosting"))),
@@ -127,8 +128,14 @@ def stage_search(ws: Workspace, opts: DemoOptions) -> str:
     methods = {"ours": lambda q: s.search(q, top=100).hits["row"].to_numpy(), "sail": SAILBaseline(s.index, s.planner).rank}
     t = summarize(evaluate_methods(methods, cases, s.meta)).set_index(["method", "kind"])
     p10 = {k: t["p10"].loc[("ours", k)] for k in ("single", "negation", "pair") if ("ours", k) in t.index}
+    paraphrases = suite_cases()
+    u = summarize(evaluate_methods(methods, paraphrases, s.meta)).set_index(["method", "kind"])
+    kinds = ("direction", "or", "attribute", "negation")
+    print("  paraphrase suites (sae.search.suites: wording written apart from the planner), P@10 ours vs SAIL: " + ", ".join(
+        f"{k} {u['p10'].loc[('ours', k)]:.2f} vs {u['p10'].loc[('sail', k)]:.2f}" for k in kinds if ("ours", k) in u.index))
     return (f"{len(cases)} metadata queries (3 paraphrases each): P@10 " + ", ".join(f"{k} {v:.2f}" for k, v in p10.items())
-            + f"; mAP@100 {t['map100'].loc[('ours', 'all')]:.2f} vs {t['map100'].loc[('sail', 'all')]:.2f} for SAIL's 3-feature cosine")
+            + f"; mAP@100 {t['map100'].loc[('ours', 'all')]:.2f} vs {t['map100'].loc[('sail', 'all')]:.2f} for SAIL's 3-feature cosine; "
+            f"{len(paraphrases)} paraphrases: P@10 {u['p10'].loc[('ours', 'all')]:.2f} vs {u['p10'].loc[('sail', 'all')]:.2f} for SAIL")
 
 
 ARTIFACTS = ("motion", "ghosting", "spike", "bias_field", "noise", "blur")

@@ -10,8 +10,9 @@ by the same code on the same queries.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -115,7 +116,22 @@ def average_precision(ranked: np.ndarray, relevant: np.ndarray, depth: int = 100
     return float((prec * hit).sum() / min(int(relevant.sum()), depth))
 
 
-def evaluate_methods(methods: Mapping[str, Callable[[str], np.ndarray]], cases: list[QueryCase],
+class Case(Protocol):
+    """What :func:`evaluate_methods` needs of a query case (:class:`QueryCase`, ``sae.search.suites.AnyCase``)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def paraphrase(self) -> int: ...
+
+    def relevant(self, meta: pd.DataFrame) -> np.ndarray: ...
+
+
+def evaluate_methods(methods: Mapping[str, Callable[[str], np.ndarray]], cases: Sequence[Case],
                      meta: pd.DataFrame, depth: int = 100) -> pd.DataFrame:
     """One row per (method, query): P@10, AP@depth, and the error text when the method refused the query."""
     out = []

@@ -95,6 +95,11 @@ class DenseIndex:
     def from_store(cls, store, use_faiss: bool | None = None) -> DenseIndex:
         return cls(store.read_embeddings(), use_faiss)
 
+    def similarity(self, query: np.ndarray) -> np.ndarray:
+        """Cosine of one query vector (any norm) to every item."""
+        q = np.asarray(query, dtype=np.float32).ravel()
+        return self.x @ (q / max(float(np.linalg.norm(q)), 1e-12))
+
     def search(self, rows: Sequence[int] | np.ndarray, top: int = 10, exclude_examples: bool = True) -> np.ndarray:
         """Rows most similar to the mean of the examples' normalised embeddings."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -1,13 +1,17 @@
 """Answer a query plan from the per-feature inverted lists in ``codes.zarr`` (no scan of every row).
 
 Presence calibration: a feature's activation is divided by its own 90th percentile among active
-items (the *ratio*) and clipped to [0, 1] (the *presence*), so a weak feature at its typical strength
-counts as much as a strong one at its typical strength. Concepts in one OR-group (a phrase matched by
-several features) count by their strongest member. Ranking: AND semantics over required groups (a
-hit shows every required concept), score = weighted mean of the positive presences (required and
-soft) minus the weighted presences of negated concepts; ties (several items at full presence) are
-broken by the summed unclipped ratios, then by row. When no item shows every required concept the
-search falls back to partial matches and says so.
+items (the *ratio*). For ranking, the ratio is squashed without clipping: ``presence = a / (a + q50)``
+(``a`` the activation, ``q50`` the feature's median active strength), so a feature at its median
+strength counts 0.5, a stronger one more, and no item ever saturates at 1: the order inside the top
+stays visible and a weight change moves it. (:meth:`ConceptIndex.presences`, used by the map, the
+audit and query-by-example fingerprints, keeps the clipped ratio.) Concepts in one OR-group (a phrase
+matched by several features) combine by noisy-OR. Ranking: AND semantics over required groups (a hit
+shows every required concept), score = weighted mean of the positive presences (required and soft)
+minus the weighted presences of negated concepts (for those, the clipped ratio: a negated concept at its
+typical strength cancels a full match, so "but not X" really excludes X); the per-group contributions sum to the score. Ties
+are broken by the summed ratios, then by row. When no item shows every required concept the search
+falls back to partial matches and says so.
 """
 
 from __future__ import annotations
@@ -145,6 +149,9 @@ class ConceptIndex:
         self._ptr = self.postings.ptr
         scale = stats[quantile].to_numpy(np.float64)
         self.scale = np.where(scale > 0, scale, np.maximum(stats["max"].to_numpy(np.float64), 1e-12))
+        q50 = stats["q50"].to_numpy(np.float64) if "q50" in stats else 0.5 * self.scale
+        self.half = (np.where(q50 > 0, q50, 0.5 * self.scale) / self.scale).astype(np.float32)
+        """Each feature's median active strength in ratio units: the ratio at which its ranking presence is 0.5."""
         rows, vals = self.postings.by_row()
         self._rows = rows
         self._ratio = (vals / np.repeat(self.scale, self.postings.counts)).astype(np.float32)
@@ -270,8 +277,11 @@ class ConceptIndex:
         score = np.zeros(len(cand))
         tiebreak = np.zeros(len(cand))
         for gi, g in enumerate(groups):
-            ratios = np.stack([c.weight * self.ratio_at(c.feature, cand, rows_sorted=True) for c in g])
-            pres = np.minimum(ratios, np.array([[c.weight] for c in g]))
+            raw = np.stack([self.ratio_at(c.feature, cand, rows_sorted=True) for c in g])
+            w = np.array([[c.weight] for c in g], dtype=np.float32)
+            ratios = w * raw
+            # a negated concept at its typical strength cancels a full match (clipped ratio); positives never saturate
+            pres = w * (np.minimum(raw, 1.0) if g[0].negated else self.squash(raw, [c.feature for c in g]))
             top_w = max(c.weight for c in g)
             p = pres.max(0) if self.combine == "max" or len(g) == 1 else top_w * (1.0 - np.prod(1.0 - pres / top_w, axis=0))
             part = -p if g[0].negated else p / wsum
@@ -280,6 +290,11 @@ class ConceptIndex:
             contrib[Contribution(gi, int(g[0].feature), g[0].label, bool(g[0].negated), len(g) - 1)] = part
             score += part
         return Scored(cand, score, tiebreak, contrib, strict, notes)
+
+    def squash(self, ratios: np.ndarray, features: list[int]) -> np.ndarray:
+        """Ranking presence of ``ratios`` (features x items): ratio / (ratio + the feature's median ratio), in [0, 1)."""
+        half = self.half[np.asarray(features, dtype=np.int64)][:, None]
+        return ratios / (ratios + half)
 
     def search(self, plan: QueryPlan, top: int = 20, allowed: np.ndarray | None = None) -> SearchResult:
         """Rank items for ``plan``: the ``top`` best with their per-concept contributions."""

@@ -13,9 +13,14 @@ import pandas as pd
 from sae.errors import SaeError, UnknownColumnError
 from sae.run import Run
 from sae.search.example import DenseIndex, ExamplePlanner, compose, overlap
-from sae.search.index import META_PREFIX, ConceptIndex, SearchResult
+from sae.search.hybrid import dense_result, fuse
+from sae.search.index import META_PREFIX, ConceptIndex, SearchResult, _check_top
+from sae.search.language import QueryLanguageError
 from sae.search.plan import QueryPlan
 from sae.search.planner import EmbeddingPlanner
+
+MODES = ("concept", "hybrid", "dense")
+"""How :meth:`Searcher.search` ranks: the concept plan, the plan fused with dense query similarity, or dense alone."""
 
 _LIKE = re.compile(
     r"^\s*(?:(?:more\s+)?like|similar\s+to)\s+(?:this|these|that|those|the\s+example)"
@@ -70,6 +75,19 @@ class ExampleComparison:
                 f"<div><b>dense embedding</b>{self.dense.to_html(index=False)}</div></div></div>")
 
 
+def term_columns(labels) -> dict[int, dict[str, str]]:
+    """feature -> {label term: its column} for every labeled feature with typed terms (metadata and text labels)."""
+    frame = labels.frame
+    if "terms" not in frame or "term_columns" not in frame:
+        return {}
+    ok = frame[frame["status"] == "ok"]
+    out = {}
+    for f, terms, cols in zip(ok["feature"].astype(int), ok["terms"], ok["term_columns"]):
+        if terms is not None and cols is not None and len(terms) == len(cols):
+            out[f] = {str(t): str(c) for t, c in zip(terms, cols)}
+    return out
+
+
 def nothing_explained(labels) -> str:
     """Why a labeled run cannot be searched by text: labeled, but no feature has a label."""
     s = labels.summary
@@ -93,17 +111,20 @@ class Unlabeled:
 class Searcher:
     """Text, example items or an edited plan in; ranked items or groups (with their explanations) out."""
 
-    def __init__(self, run: Run, labeler: str | None = None, planner=None):
+    def __init__(self, run: Run, labeler: str | None = None, planner=None, query_encoder=None):
+        """``query_encoder``: embeds text queries into the store's embedding space (``encode(list[str])``), for the
+        hybrid and dense modes; by default the planner's MiniLM when the store was embedded by MiniLM too."""
         self.run = run.verify()
         self.store, self.codes, self.meta = run.store, run.codes, run.meta
         self.index = ConceptIndex.of(run)
         self.labels = run.labels(labeler)
         if planner is None and not self.labels.mapping():
             planner = Unlabeled(nothing_explained(self.labels))  # example search still works
-        self.planner = planner or EmbeddingPlanner(self.labels.mapping())
+        self.planner = planner or EmbeddingPlanner(self.labels.mapping(), term_columns=term_columns(self.labels))
         self.examples = ExamplePlanner(self.index, self.codes, self.labels.mapping())
         self.group_key = run.group_key
         self._dense: DenseIndex | None = None
+        self._query_encoder = query_encoder
 
     # -- items ---------------------------------------------------------------------------------
     def rows_of(self, items: Any) -> np.ndarray:
@@ -159,20 +180,69 @@ class Searcher:
         return allowed
 
     def search(self, query: str | QueryPlan | None = None, top: int = 10, like: Any = None, exclude_examples: bool = True,
-               **filters: Any) -> SearchResult:
-        """Search by text, by example (``like=``), both, or an edited plan; keyword filters mean ``column == value``."""
-        plan = query if isinstance(query, QueryPlan) else self.plan(query, like=like)
+               mode: str = "concept", **filters: Any) -> SearchResult:
+        """Search by text, by example (``like=``), both, or an edited plan; keyword filters mean ``column == value``.
+
+        ``mode``: ``concept`` (the plan over SAE concepts), ``hybrid`` (the plan fused with dense similarity of the
+        query text, see :mod:`sae.search.hybrid`) or ``dense`` (cosine of the query embedding alone, the baseline)."""
+        if mode not in MODES:
+            raise SaeError(f"unknown search mode {mode!r}; use one of {MODES}")
+        unplanned = ""
+        if mode == "dense":
+            plan = query if isinstance(query, QueryPlan) else QueryPlan(str(query or ""), planner="dense")
+        elif mode == "hybrid" and not isinstance(query, QueryPlan):
+            try:
+                plan = self.plan(query, like=like)
+            except QueryLanguageError:
+                raise
+            except SaeError as e:  # no concept matches: the dense half still answers, and says so
+                plan, unplanned = QueryPlan(str(query or ""), planner="dense"), str(e)
+        else:
+            plan = query if isinstance(query, QueryPlan) else self.plan(query, like=like)
         for col, value in filters.items():
             plan = plan.where(col, "==", value)
         allowed = self._allowed(plan)
         if like is not None and exclude_examples:
             allowed = np.ones(len(self.meta), bool) if allowed is None else allowed.copy()
             allowed[self.rows_of(like)] = False
-        res = self.index.search(plan, top=top, allowed=allowed)
+        _check_top(top)
+        if mode == "concept":
+            res = self.index.search(plan, top=top, allowed=allowed)
+        else:
+            text = _LIKE.sub("", plan.query).strip() if like is not None else plan.query
+            sims = self.query_similarity(text)
+            res = (dense_result(plan, sims, allowed, top) if mode == "dense" or unplanned
+                   else fuse(plan, self.index.score(plan, allowed), sims, allowed, top))
+            if unplanned:
+                res.notes.insert(0, f"hybrid search fell back to dense ranking: {unplanned}")
         res.hits = pd.concat([res.hits, self.item_columns(res.hits["row"].to_numpy())], axis=1)
         res.previews = self.previews_html
         res.searcher = self
         return res
+
+    def query_encoder(self):
+        """The encoder that embeds a text query into the store's space (hybrid and dense modes), or an error saying why none."""
+        if self._query_encoder is not None:
+            return self._query_encoder
+        from sae.encoders import MiniLMEncoder
+
+        name = str(self.store.encoder.get("name", ""))
+        if name != MiniLMEncoder.name:
+            raise SaeError(f"hybrid and dense search embed the query text, but this store's embeddings come from "
+                           f"{name or 'an unnamed encoder'}, which does not embed text: use mode='concept', or pass "
+                           "Searcher(run, query_encoder=...) with the text tower of the image-text model that made them")
+        planner_encoder = getattr(self.planner, "encoder", None)
+        self._query_encoder = planner_encoder if getattr(planner_encoder, "name", "") == name else MiniLMEncoder()
+        return self._query_encoder
+
+    def query_similarity(self, text: str) -> np.ndarray:
+        """Cosine of the query text's embedding to every item's embedding."""
+        if not text.strip():
+            raise SaeError("hybrid and dense search need query text (an example alone has no text to embed)")
+        q = np.asarray(self.query_encoder().encode([text], progress=False), dtype=np.float32)
+        if q.shape[1] != self.store.dim:
+            raise SaeError(f"the query encoder gives {q.shape[1]}-d vectors; the store's embeddings are {self.store.dim}-d")
+        return self.dense().similarity(q[0])
 
     def search_groups(self, query: str | QueryPlan, pool: str = "max", top: int = 10, **filters: Any) -> pd.DataFrame:
         """Rank groups (the store's group key: volume, study, patient) by pooled item scores."""

@@ -1,4 +1,8 @@
-"""The anywidget base every sae-workbench view shares: ES module + theme-aware CSS, errors shown in the view."""
+"""The anywidget base every sae-workbench view shares: ES module + theme-aware CSS, errors shown in the view.
+
+An error lasts until the next action (each handler starts from a clean slate), except a *standing*
+error (:meth:`View.stand`): a refusal that stays visible through unrelated actions (a latency report,
+a click elsewhere) until the view withdraws it (:meth:`View.withdraw`), e.g. on the next successful search."""
 
 from __future__ import annotations
 
@@ -24,10 +28,22 @@ class View(anywidget.AnyWidget):
     _css = traitlets.Unicode(asset("common.css")).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     """The last error, in words (bad input never fails silently)."""
+    _standing: str = ""
+    """The standing error (see :meth:`stand`); "" when there is none."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.on_msg(self._dispatch)
+
+    def stand(self, message: str) -> None:
+        """Show ``message`` as the error and keep it shown through later actions until :meth:`withdraw`."""
+        self._standing = self.error = message
+
+    def withdraw(self) -> None:
+        """End a standing error (the view has a good answer again)."""
+        if self.error == self._standing:
+            self.error = ""
+        self._standing = ""
 
     def _dispatch(self, _widget, content, buffers) -> None:
         kind = content.get("type", "") if isinstance(content, dict) else ""
@@ -39,8 +55,9 @@ class View(anywidget.AnyWidget):
 
     def guard(self, fn, *args) -> bool:
         """Run ``fn``; an :class:`SaeError` (bad input) is shown in the view, anything else also logged.
-        The error is cleared before (not after) so an inner failure stays visible."""
-        self.error = ""
+        The error is reset before (not after) so an inner failure stays visible: to the standing error
+        when there is one (a refusal outlives unrelated actions), else to nothing."""
+        self.error = self._standing
         try:
             fn(*args)
         except SaeError as e:

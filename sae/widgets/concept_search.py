@@ -1,4 +1,9 @@
-"""``ConceptSearch``: a query box, the plan as editable chips, a result grid where every hit explains itself."""
+"""``ConceptSearch``: a query box, the plan as editable chips, a result grid where every hit explains itself.
+
+A refused query (the planner's or the index's :class:`~sae.errors.SaeError`: a query matching no
+labeled feature, a plan without a positive concept, filters no item passes) clears the results and
+stands in the view as ``no results: <reason>`` until the next successful search; the plan's notes
+(e.g. a candidate feature dropped as contradicting the query) are shown under the plan."""
 
 from __future__ import annotations
 
@@ -52,7 +57,8 @@ class ConceptSearch(View):
 
     # -- Python API ----------------------------------------------------------------------------
     def search(self, query: str) -> None:
-        """Plan ``query`` with the run's planner and show the results (also what typing does)."""
+        """Plan ``query`` with the run's planner and show the results (also what typing does); a refused
+        query is shown in the view (``error``), not raised."""
         if query != self.query:
             self.query = query  # the observer re-enters with the same text
             return
@@ -60,14 +66,15 @@ class ConceptSearch(View):
             self.plan, self.result = None, None
             self.chips, self.hits, self.thumbs, self.notes, self.status = [], [], [], [], ""
             self.answered_seq = self.query_seq
+            self.withdraw()
             return
         try:
-            self.set_plan(self.wb.searcher.plan(query))
-        except SaeError:
-            self.plan, self.result = None, None
-            self.hits, self.thumbs, self.chips = [], [], []
-            self.answered_seq = self.query_seq
-            raise
+            plan = self.wb.searcher.plan(query)
+        except SaeError as exc:
+            self.plan, self.chips, self.notes = None, [], []
+            self._refuse(exc)
+            return
+        self.set_plan(plan)
 
     def set_plan(self, plan: QueryPlan) -> None:
         """Show and run an (edited) plan."""
@@ -96,7 +103,12 @@ class ConceptSearch(View):
             self.answered_seq = self.query_seq
             return
         t0 = time.perf_counter()
-        res = self.wb.searcher.search(self.plan, top=self.top)
+        try:
+            res = self.wb.searcher.search(self.plan, top=self.top)
+        except SaeError as exc:  # e.g. no positive concept left, or filters no item passes: the plan stays
+            self.notes = list(self.plan.notes)
+            self._refuse(exc)
+            return
         ms = 1000 * (time.perf_counter() - t0)
         self.result = res
         rows = res.hits["row"].to_numpy()
@@ -110,8 +122,17 @@ class ConceptSearch(View):
         kind = "every hit shows every required concept" if res.strict else "partial matches"
         self.status = f"{len(rows)} hits in {ms:.0f} ms over {self.wb.store.n_rows:,} items; {kind}"
         self.answered_seq = self.query_seq
+        self.withdraw()
         if self.selected_row not in set(rows.tolist()):
             self.selected_row = -1
+
+    def _refuse(self, exc: SaeError) -> None:
+        """Clear the results of a refused query and keep its reason shown until the next successful search."""
+        self.result = None
+        self.hits, self.thumbs, self.status = [], [], ""
+        self.answered_seq = self.query_seq
+        self.selected_row = -1
+        self.stand(f"no results: {exc}")
 
     def _explain(self, row: int) -> None:
         if row < 0:

@@ -178,7 +178,8 @@ def test_thesaurus_rewrites_synonyms_and_helps_the_planner():
 
     t = Thesaurus()
     assert t.rewrite("lower brain with intensity inhomogeneity") == "inferior brain with bias field"
-    assert t.rewrite("haemorrhagic oedema") == "hemorrhagic edema" and t.rewrite("backbone") == "backbone"
+    assert t.rewrite("haemorrhagic oedema") == "hemorrhagic edema" and t.rewrite("kneecap") == "kneecap"
+    assert t.rewrite("fluid around the lungs") == "pleural effusion" and t.rewrite("enlarged heart") == "cardiomegaly"
     labels = {0: "inferior region, axial orientation", 1: "superior region", 2: "bias field artifact", 3: "noise artifact"}
     plan = EmbeddingPlanner(labels, min_match=0.5).plan("bottom of the brain without intensity inhomogeneity")
     assert [(c.feature, c.negated) for c in plan.concepts][:1] == [(0, False)] and (2, True) in [(c.feature, c.negated) for c in plan.concepts]

@@ -233,3 +233,144 @@ def test_cli_figures_writes_the_standard_set(labeled_run, capsys):
     names = {p.name for p in (ws.path / "figures").iterdir()}
     assert {"query.png", "query.svg", "concept-map.png"} <= names and sum(n.startswith("feature-") for n in names) == 4
     assert "files in" in out
+
+
+def test_members_are_written_and_rare_failures_lower_the_slice_size_with_a_floor(run_ws):
+    """members.parquet lists every slice's members; with few failures the minimum slice size scales down to a
+    quarter of the failing discovery items (never below the floor) and the report says so; with none found it says why."""
+    from sae.audit.report import audit_run
+    from sae.audit.slices import effective_min_size
+    from sae.interpret.labels import label_run
+    from sae.interpret.term_labeler import MetadataLabeler
+
+    cfg = AuditConfig()
+    assert effective_min_size(cfg, 400) == (20, "")
+    size, why = effective_min_size(cfg, 43)
+    assert size == 10 and "lowered from 20 to 10" in why and "43 failing" in why
+    assert effective_min_size(cfg, 8)[0] == cfg.min_slice_floor
+    ws, run = run_ws
+    label_run(run, MetadataLabeler(), judge=None, progress=False, with_baselines=False)
+    report = audit_run(run, failure="quality_fail", labeler="metadata")
+    members = pd.read_parquet(report.path / "members.parquet")
+    assert list(members.columns) == ["slice", "row", "id", "failing", "validated", "side"]
+    for s in report.slices:
+        mine = members[members["slice"] == s.id]
+        assert set(mine["row"]) == set(report.members(s.id)["row"]) and mine["validated"].eq(s.stats.validated).all()
+    assert set(members["side"]) <= {"discovery", "holdout"}
+    assert report.info["min_slice_size"] <= AuditConfig().min_slice_size
+    if not any(s.stats.validated for s in report.slices):
+        assert report.info["why_no_slices"] and report.info["why_no_slices"] in report.summary()
+
+
+def test_redundancy_keeps_the_precise_slice_and_reports_nesting():
+    """A broad slice whose failures the precise slice inside it explains is the redundant one."""
+    from sae.audit.slices import Slice, SliceStats, describe_members
+    from sae.audit.validate import _mark_redundant
+
+    n = 2000
+    failed = np.zeros(n, bool)
+    precise = np.arange(0, 100)  # fails at 95%
+    failed[precise[:95]] = True
+    broad = np.arange(0, 400)  # contains the precise slice; outside it fails at the base rate
+    failed[np.arange(100, 400, 20)] = True
+    failed[np.arange(400, n, 20)] = True
+    base = failed.mean()
+    cfg = AuditConfig()
+
+    def make(i, rows):
+        s = Slice(i, f"s{i}", [i], [f"s{i}"], rows, rows[:3])
+        s.stats = SliceStats(holdout=describe_members(failed, rows), validated=True)
+        return s
+
+    big, small = make(0, broad), make(1, precise)
+    _mark_redundant([big, small], {0: broad, 1: precise}, failed, base, cfg)
+    assert small.stats.validated and not big.stats.validated and "redundant" in big.stats.why_not and "[1]" in big.stats.why_not
+
+
+def test_a_precise_slice_inside_a_broad_one_that_adds_failures_refines_it():
+    from sae.audit.slices import Slice, SliceStats, describe_members
+    from sae.audit.validate import _mark_redundant
+
+    n = 2000
+    failed = np.zeros(n, bool)
+    precise, broad = np.arange(0, 100), np.arange(0, 400)
+    failed[precise[:95]] = True
+    failed[np.arange(100, 400, 2)] = True  # outside the precise slice the broad one still fails at 50%
+    failed[np.arange(400, n, 20)] = True
+    cfg = AuditConfig()
+    slices = []
+    for i, rows in enumerate((broad, precise)):
+        s = Slice(i, f"s{i}", [i], [f"s{i}"], rows, rows[:3])
+        s.stats = SliceStats(holdout=describe_members(failed, rows), validated=True)
+        slices.append(s)
+    _mark_redundant(slices, {0: broad, 1: precise}, failed, failed.mean(), cfg)
+    assert all(s.stats.validated for s in slices) and slices[1].stats.refines == [0] and slices[0].stats.refines == []
+
+
+class _Index:
+    """A minimal concept index over a dense boolean matrix (what find_candidates reads)."""
+
+    def __init__(self, active: np.ndarray):
+        self.active, self.n_rows, self.n_latents = active, active.shape[0], active.shape[1]
+
+    def active_rows(self, f: int) -> np.ndarray:
+        return np.flatnonzero(self.active[:, f])
+
+    def count_active(self, flag: np.ndarray, within: np.ndarray | None = None):
+        a = self.active if within is None else self.active[within]
+        fl = flag if within is None else flag[within]
+        return a.sum(0), (a & fl[:, None]).sum(0)
+
+    def ratio_at(self, f: int, rows: np.ndarray) -> np.ndarray:
+        return self.active[rows, f].astype(float)
+
+
+def test_rare_pairs_and_metadata_values_are_found_and_every_test_counts():
+    """Two concepts each barely enriched whose pair fails 80%, and a site failing at 50%, are candidates;
+    a value of the failure column itself is never tested."""
+    from sae.audit.candidates import find_candidates, metadata_conditions
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    a, b = rng.random(n) < 0.2, rng.random(n) < 0.2  # 4% have both
+    site = rng.choice(list("ABCDEF"), n)
+    active = np.stack([a, b] + [rng.random(n) < 0.1 for _ in range(6)], axis=1)
+    fail_p = np.full(n, 0.04)
+    fail_p[a & b] = 0.8
+    fail_p[site == "E"] = np.maximum(fail_p[site == "E"], 0.5)
+    failed = rng.random(n) < fail_p
+    meta = pd.DataFrame({"site": site, "age": rng.uniform(20, 90, n), "fail": failed})
+    single_lift = [failed[x].mean() / failed.mean() for x in (a & (site != "E"), b & (site != "E"))]
+    disc = np.arange(0, n, 2)
+    cands = find_candidates(_Index(active), failed, meta, disc, AuditConfig(), exclude={"fail"})
+    kinds = {(c.kind, c.concepts, tuple(x.text() for x in c.conditions)) for c in cands}
+    assert ("pair", (0, 1), ()) in kinds, kinds
+    assert ("metadata", (), ("site = E",)) in kinds
+    assert not any("fail" in x.column for c in cands for x in c.conditions)
+    assert all(c.q < 0.05 and c.lift >= 1.5 for c in cands)
+    assert max(single_lift) < 2.0  # each half alone is weak
+    assert any(x.low is not None for x in metadata_conditions(meta, {"fail"}))  # numeric columns are binned
+
+
+def test_slice_names_use_only_terms_the_slice_carries():
+    import scipy.sparse as sp
+
+    from sae.audit.evidence_names import evidence_name
+    from sae.interpret.describe import TermTable
+
+    n = 100
+    m = np.zeros((n, 3), bool)
+    m[:60, 0] = True  # 'site E' on 60% of the slice's items (rows 0..59), rare elsewhere
+    m[:, 1] = True  # 'mri-t1 modality' everywhere: no lift
+    m[:30, 2] = True  # 'fail': the failure column
+    rest = np.zeros((900, 3), bool)
+    rest[:, 1] = True  # ... and on every other item too
+    rest[::50, 0] = True
+    terms = TermTable(sp.csr_matrix(np.vstack([m, rest])),
+                      pd.DataFrame({"column": ["site", "modality", "fail"], "value": ["E", "mri-t1", "True"],
+                                    "text": ["site E", "mri-t1 modality", "fail"], "kind": ["value", "value", "value"]}))
+    rows = np.arange(100)
+    name, ev = evidence_name(terms, rows, ["mri-t1 modality", "site E", "fail"], [12, 40], exclude_columns=("fail",))
+    assert name == "site E" and ev[0]["coverage"] == pytest.approx(0.6)
+    name, ev = evidence_name(terms, rows, ["mri-t1 modality"], [12, 40])
+    assert name.startswith("unnamed slice (top concepts: #12, #40") and ev == []

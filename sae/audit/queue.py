@@ -27,7 +27,10 @@ def lookalike_queue(index, examples: ExamplePlanner, slices: list[Slice], pool: 
     """Ranked look-alikes per slice within ``pool`` (bool per row), one table for all slices (``size`` 0: empty)."""
     frames = []
     for s in slices if size > 0 else ():
-        res = index.search(lookalike_plan(examples, s), top=size, allowed=pool)
+        allowed = pool if s.mask is None else pool & s.mask
+        if not allowed.any():
+            continue
+        res = index.search(lookalike_plan(examples, s), top=size, allowed=allowed)
         if not res.strict:  # no pool item shows every defining concept: nothing to queue for this slice
             continue
         h = res.hits[["rank", "row", "score"]].copy()

@@ -46,6 +46,9 @@ class AuditConfig:
     prototypes: int = 3
     queue_size: int = 50
     """Look-alikes queued per slice (0: no queue)."""
+    min_slice_floor: int = 5
+    """When failures are rare the minimum slice size scales down to a quarter of the failing discovery items,
+    never below this floor (:func:`effective_min_size`); the report says when it did."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,8 +69,18 @@ class AuditConfig:
         need(0 < number("holdout_frac") < 1, "holdout_frac", "strictly between 0 and 1")
         need(number("min_lift") >= 1, "min_lift", ">= 1 (a failure rate at least the overall one)")
         for name, low in (("min_slice_size", 1), ("min_groups", 2), ("max_concepts", 1), ("max_k", 1), ("prototypes", 1),
-                          ("queue_size", 0), ("seed", 0)):
+                          ("queue_size", 0), ("min_slice_floor", 1), ("seed", 0)):
             integer(name, low)
+
+
+def effective_min_size(cfg: AuditConfig, failing_discovery: int) -> tuple[int, str]:
+    """(minimum slice size to use, the sentence saying why when it was lowered): a quarter of the failing
+    discovery items when that is below ``min_slice_size``, never below ``min_slice_floor``."""
+    scaled = max(cfg.min_slice_floor, failing_discovery // 4)
+    if scaled >= cfg.min_slice_size:
+        return cfg.min_slice_size, ""
+    return scaled, (f"minimum slice size lowered from {cfg.min_slice_size} to {scaled}: only {failing_discovery} failing "
+                    f"discovery items (a quarter of them, floor {cfg.min_slice_floor})")
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class SliceStats:
     """BH q-value of the held-out excess over all slices."""
     concepts_not_holding: list[int] = field(default_factory=list)
     """Defining concepts no longer enriched for failure on the held-out items."""
+    refines: list[int] = field(default_factory=list)
+    """Validated slices whose held-out members contain most (>= 80%) of this slice's: it is a more precise part of them."""
     validated: bool = False
     why_not: str = ""
     """Why the slice is not validated ("" when it is)."""
@@ -141,6 +156,17 @@ class Slice:
     negated: list[int] = field(default_factory=list)
     """Concepts the slice's items must lack (a spurious cue fails where the true concept is absent)."""
     negated_labels: list[str] = field(default_factory=list)
+    kind: str = "cluster"
+    """How it was found: "cluster" (failing items clustered, rule grown), "pair" (two concepts, each alone weakly
+    enriched), "metadata" (a metadata value) or "concept x metadata"."""
+    conditions: list = field(default_factory=list)
+    """Metadata conditions (:class:`~sae.audit.candidates.Condition`) its items must also meet."""
+    mask: np.ndarray | None = field(default=None, repr=False)
+    """The conditions as a bool per row (None: no condition)."""
+    proposed: list[str] = field(default_factory=list)
+    """Label terms the offline namer proposed (checked against the slice's items by :mod:`sae.audit.evidence_names`)."""
+    name_evidence: list[dict] = field(default_factory=list)
+    """Per term of the name: its column, coverage among the failing members, base share and lift ([] = not checked)."""
 
 
 def split_rows(n: int, groups: np.ndarray | None, holdout_frac: float, seed: int, min_groups: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -157,8 +183,21 @@ def split_rows(n: int, groups: np.ndarray | None, holdout_frac: float, seed: int
     return np.flatnonzero(~hold), np.flatnonzero(hold)
 
 
-def rule_rows(index, concepts: Sequence[int], within: np.ndarray | None = None, negated: Sequence[int] = ()) -> np.ndarray:
-    """Rows where every concept of the rule fires and no negated one does (ascending), optionally within sorted ``within``."""
+def slice_rows(index, s: Slice, within: np.ndarray | None = None) -> np.ndarray:
+    """Rows of a slice's rule: its concepts, its negated concepts and its metadata conditions (ascending)."""
+    return rule_rows(index, s.concepts, within, s.negated, s.mask)
+
+
+def rule_rows(index, concepts: Sequence[int], within: np.ndarray | None = None, negated: Sequence[int] = (),
+              mask: np.ndarray | None = None) -> np.ndarray:
+    """Rows where every concept of the rule fires, no negated one does and ``mask`` (metadata conditions) holds
+    (ascending), optionally within sorted ``within``."""
+    if not concepts:
+        rows = np.flatnonzero(mask) if mask is not None else np.arange(index.n_rows)
+        return rows if within is None else rows[np.isin(rows, within, assume_unique=True)]
+    if mask is not None:
+        rows = rule_rows(index, concepts, within, negated)
+        return rows[mask[rows]]
     rows = index.active_rows(concepts[0])
     for f in concepts[1:]:
         rows = rows[np.isin(rows, index.active_rows(f), assume_unique=True)]
@@ -183,7 +222,10 @@ def _negation(index, failed: np.ndarray, rows: np.ndarray, cfg: AuditConfig) -> 
 
 
 def rule_score(index, concepts: list[int], rows: np.ndarray) -> np.ndarray:
-    """Mean calibrated activation (unclipped: the strongest items rank first) of the rule's concepts at ``rows``."""
+    """Mean calibrated activation (unclipped: the strongest items rank first) of the rule's concepts at ``rows``
+    (0 for a metadata-only rule)."""
+    if not concepts:
+        return np.zeros(len(rows))
     return np.mean([index.ratio_at(f, rows) for f in concepts], axis=0)
 
 
@@ -319,7 +361,9 @@ def discover(index, failed: np.ndarray, labels: dict[int, str], disc: np.ndarray
             negated = []
         neg_labs = [labels.get(f, f"feature {f}") for f in negated]
         name = (" + ".join(terms) if terms else slice_name(labs)) + "".join(f" without {short_label(lab, 1)}" for lab in neg_labs)
-        slices[key] = Slice(len(slices), name, rule, labs, failing[members], proto, negated=negated, negated_labels=neg_labs)
+        proposed = list(terms) + [t for lab in labs for t in short_label(lab, 3).split(", ") if t]
+        slices[key] = Slice(len(slices), name, rule, labs, failing[members], proto, negated=negated, negated_labels=neg_labs,
+                            proposed=proposed)
     return list(slices.values()), info
 
 

@@ -4,9 +4,9 @@ On the held-out rows a slice is validated when (1) its rule matches at least ``m
 items, (2) they fail at least ``min_lift`` times the held-out base rate, (3) that excess is
 significant after Benjamini-Hochberg over all slices (one-sided Fisher, q < alpha), (4) every
 defining concept is still enriched for failure there (the lower end of its risk-difference interval
-is above 0) and (5) it is not redundant: its held-out members outside every stronger validated slice
-still fail at least ``min_lift`` times the base rate (a slice that only re-finds other slices'
-failures through a correlated concept is not a new discovery). Slices failing any check are reported with the reason,
+is above 0) and (5) it is not redundant: its held-out members outside every *more precise* validated slice (higher held-out
+failure rate) still fail at least ``min_lift`` times the base rate (a broad slice that only re-finds a precise
+slice's failures through a correlated parent concept is not a new discovery; the precise one is kept). Slices failing any check are reported with the reason,
 never hidden.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import hypergeom
 
 from sae.audit.enrichment import concept_enrichment
-from sae.audit.slices import AuditConfig, Slice, SliceStats, describe_members, rule_rows
+from sae.audit.slices import AuditConfig, Slice, SliceStats, describe_members, slice_rows
 from sae.interpret.enrichment import bh_qvalues
 
 
@@ -30,12 +30,13 @@ def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, h
     pvals = []
     held: dict[int, np.ndarray] = {}
     for s in slices:
-        held[s.id] = held_rows = rule_rows(index, s.concepts, hold, s.negated)
-        d = describe_members(failed, rule_rows(index, s.concepts, disc, s.negated))
+        held[s.id] = held_rows = slice_rows(index, s, hold)
+        d = describe_members(failed, slice_rows(index, s, disc))
         h = describe_members(failed, held_rows)
         p = float(hypergeom.sf(h.failed - 1, N, F, h.members)) if h.members and h.failed > h.members * F / max(N, 1) else 1.0
         pvals.append(p)
-        weak = [f for f in s.concepts if f not in held_enr.index or held_enr["ci_low"].loc[f] <= 0]
+        # a clustered rule's concepts must each hold; a pair's halves are weak alone by construction (its whole is tested)
+        weak = [f for f in s.concepts if f not in held_enr.index or held_enr["ci_low"].loc[f] <= 0] if s.kind == "cluster" else []
         s.stats = SliceStats(discovery=d, holdout=h, cluster_size=int(len(s.cluster_rows)),
                              holdout_lift=h.failure_rate / max(base, 1e-12), holdout_p=p, concepts_not_holding=weak)
     q = bh_qvalues(np.asarray(pvals))[0]
@@ -57,19 +58,26 @@ def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, h
 
 
 def _mark_redundant(slices: list[Slice], held: dict[int, np.ndarray], failed: np.ndarray, base: float, cfg: AuditConfig) -> None:
-    """Strongest validated slices first; a later one must still fail more than expected on its held-out
-    members (``held``) outside every stronger kept slice (it adds failures the stronger slices do not explain)."""
+    """Most precise validated slices first (held-out failure rate, its Wilson lower bound); a later, broader one
+    must still fail more than expected on its held-out members (``held``) outside every more precise kept slice,
+    else it only re-finds their failures and is redundant. A kept slice mostly inside another kept one is
+    reported as refining it (both stay: the nesting is a finding, not a duplicate)."""
     covered = np.zeros(0, np.int64)
-    names: list[str] = []
-    for s in sorted((s for s in slices if s.stats.validated), key=lambda s: -s.stats.holdout_failed):
+    kept: list[Slice] = []
+    for s in sorted((s for s in slices if s.stats.validated), key=lambda s: (-s.stats.holdout.rate_low, -s.stats.holdout_failure_rate)):
         rows = held[s.id]
         rest = rows[~np.isin(rows, covered)]
         k = int(failed[rest].sum())
         rate = k / max(len(rest), 1)
         if len(rest) < cfg.min_slice_size // 2 or rate < cfg.min_lift * base:
+            inside = [t.id for t in kept if np.isin(held[t.id], rows).mean() >= 0.8]
             s.stats.validated = False
-            s.stats.why_not = (f"redundant: outside the stronger slices {names} its {len(rest)} held-out members fail at "
-                               f"{rate:.0%} (needs {cfg.min_lift * base:.0%})")
+            s.stats.why_not = (f"redundant: outside the more precise slices {[t.name for t in kept]}"
+                               + (f" (it contains slices {inside})" if inside else "")
+                               + f" its {len(rest)} held-out members fail at {rate:.0%} (needs {cfg.min_lift * base:.0%})")
             continue
+        for t in kept:  # a more precise kept slice mostly inside this one refines it
+            if len(held[t.id]) and np.isin(held[t.id], rows).mean() >= 0.8:
+                t.stats.refines.append(s.id)
         covered = np.union1d(covered, rows)
-        names.append(s.name)
+        kept.append(s)

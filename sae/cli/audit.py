@@ -18,6 +18,9 @@ def add_audit_parser(sub) -> None:
     p.add_argument("--name", help="report folder name under saes/<run>/audits/ (default: the column)")
     p.add_argument("--pool-column", help="boolean column: items that may enter the look-alike queue (default: passing items)")
     p.add_argument("--min-slice-size", type=positive_int, default=20)
+    p.add_argument("--exclude-column", action="append", default=[], metavar="COLUMN",
+                   help="a metadata column never tested as a cause (repeatable; the failure column, its restatements and the "
+                        "group key always are excluded)")
     p.add_argument("--alpha", type=probability, default=0.05, help="FDR level (0 < alpha < 1)")
     p.add_argument("--queue-size", type=non_negative_int, default=50, help="look-alikes queued per slice (0: none)")
     p.add_argument("--map", action="store_true", help="also compute the 2-D UMAP concept map (cached)")
@@ -35,7 +38,7 @@ def print_report(report, n: int = 10) -> None:
     print(report.summary())
     t = report.slice_table()
     cols = ["slice", "name"] + (["llm_name"] if (t["llm_name"] != "").any() else []) + [
-        "validated", "cluster_size", "holdout_members", "holdout_failure_rate", "holdout_q", "why_not"]
+        "validated", "cluster_size", "holdout_members", "holdout_failure_rate", "holdout_q", "refines", "why_not"]
     show = t[cols]
     with pd.option_context("display.width", 220, "display.max_colwidth", 60, "display.max_columns", 20):
         print(show.head(n).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
@@ -58,9 +61,10 @@ def cmd_audit(args) -> int:
         llm = LLMClient(LLMConfig(model=args.llm_model, base_url=args.base_url, api_key_env=args.api_key_env))
     report = audit_run(run, failure=args.failure, threshold=args.threshold, above=not args.below, probe=args.probe,
                        labeler=args.labels, config=cfg, pool_column=args.pool_column, with_map=args.map, name=args.name, llm=llm,
-                       compute=dask_config(args))
+                       compute=dask_config(args), exclude_columns=args.exclude_column)
     print_report(report)
-    print(f"written to {report.path} (concepts.parquet, slices.parquet, queue.csv{', map.parquet' if args.map else ''}, report.json)")
+    print(f"written to {report.path} (concepts.parquet, slices.parquet, members.parquet, queue.csv"
+          f"{', map.parquet' if args.map else ''}, report.json)")
     return 0
 
 

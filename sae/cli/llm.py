@@ -30,14 +30,14 @@ def cmd_llm_serve(args) -> int:
     llm = LocalLLM(args.model_path, port=args.port, ctx=args.ctx or DEFAULT_CTX, threads=args.threads, parallel=args.parallel,
                    alias=args.alias or DEFAULT_ALIAS)
     with llm:
-        print(f"serving {llm.model_path.name} as {llm.model!r} at {llm.base_url} "
-              f"({llm.threads} threads, {llm.ctx} context tokens; started in {llm.startup_s:.1f} s)")
-        print(f"server log: {llm.log_path}")
-        print("label features with it (from another terminal):")
-        print(f"  {llm.label_command()}")
-        print("Ctrl-C stops the server.", flush=True)
         previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
-        try:
+        try:  # from before the first line: a Ctrl-C right after the announcement still stops cleanly
+            print(f"serving {llm.model_path.name} as {llm.model!r} at {llm.base_url} "
+                  f"({llm.threads} threads, {llm.ctx} context tokens; started in {llm.startup_s:.1f} s)")
+            print(f"server log: {llm.log_path}")
+            print("label features with it (from another terminal):")
+            print(f"  {llm.label_command()}")
+            print("Ctrl-C stops the server.", flush=True)
             llm.wait()
         except KeyboardInterrupt:
             print("\nstopping the server", flush=True)

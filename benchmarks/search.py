@@ -585,20 +585,13 @@ def main() -> None:
     prev = OUT / "search.json"
     if prev.exists():
         doc = {**json.loads(prev.read_text()), **doc}
-    if "demo" in a.parts:
-        doc["demo"] = part_demo(a.demo_workspace)
-    if "planted" in a.parts:
-        doc["planted"] = part_planted(a.planted_rows)
-    if "latency" in a.parts:
-        doc["latency"] = part_latency(a.latency_workspace)
-    if "llm" in a.parts:
-        doc["llm"] = part_llm(a.demo_workspace, a.llm_queries)
-    if "iu" in a.parts:
-        doc["iu"] = part_iu(a.iu_workspace)
-    if "suites" in a.parts:
-        doc["suites"] = part_suites(a.demo_workspace)
-    if "heldout" in a.parts:
-        doc["heldout"] = part_heldout(a.demo_workspace)
+    parts = {"demo": lambda: part_demo(a.demo_workspace), "planted": lambda: part_planted(a.planted_rows),
+             "latency": lambda: part_latency(a.latency_workspace), "llm": lambda: part_llm(a.demo_workspace, a.llm_queries),
+             "iu": lambda: part_iu(a.iu_workspace), "suites": lambda: part_suites(a.demo_workspace),
+             "heldout": lambda: part_heldout(a.demo_workspace)}
+    for name, run_part in parts.items():  # in this order, whatever order --parts lists them in
+        if name in a.parts:
+            doc[name] = run_part()
     write(doc)
 
 

@@ -81,3 +81,17 @@ def run_ws(labeled_ws_template, tmp_path):
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(labeled_ws_template.path, ws.path)
     return ws, Run.find(ws)
+
+
+def labeled_copy(template, folder):
+    """A private copy of the trained template workspace in ``folder``, labeled offline from its metadata: (ws, run)."""
+    import shutil
+
+    from sae.interpret import MetadataLabeler, label_run
+    from sae.run import Run, Workspace
+
+    ws = Workspace(folder / "ws")
+    shutil.copytree(template.path, ws.path)
+    run = Run.find(ws)
+    label_run(run, MetadataLabeler(), judge=None, progress=False)
+    return ws, run

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import shutil
 import subprocess
 import sys
 
@@ -11,6 +9,7 @@ import pandas as pd
 import pytest
 
 from sae.cli import main
+from tests.conftest import labeled_copy
 
 QUERY = "axial orientation"
 
@@ -18,25 +17,14 @@ QUERY = "axial orientation"
 @pytest.fixture(scope="module")
 def labeled(labeled_ws_template, tmp_path_factory):
     """A private copy of the trained demo workspace with metadata labels, and its Searcher (searches only read it)."""
-    from sae.interpret import MetadataLabeler, label_run
-    from sae.run import Run, Workspace
     from sae.search.searcher import Searcher
 
-    ws = Workspace(tmp_path_factory.mktemp("cli-search") / "ws")
-    shutil.copytree(labeled_ws_template.path, ws.path)
-    run = Run.find(ws)
-    label_run(run, MetadataLabeler(), judge=None, progress=False)
+    ws, run = labeled_copy(labeled_ws_template, tmp_path_factory.mktemp("cli-search"))
     return ws, Searcher(run)
 
 
 def _search(ws, *extra: str) -> int:
     return main(["search", str(ws.path), QUERY, *extra])
-
-
-def _has_mode() -> bool:
-    from sae.search.searcher import Searcher
-
-    return "mode" in inspect.signature(Searcher.search).parameters
 
 
 def test_output_csv_has_the_columns_and_top_rows(labeled, tmp_path, capsys):
@@ -136,7 +124,6 @@ def test_a_refused_query_is_an_error_line(labeled, tmp_path, capsys):
     assert "error: " in err and "Traceback" not in err and not out.exists()
 
 
-@pytest.mark.skipif(not _has_mode(), reason="Searcher.search has no mode parameter yet")
 @pytest.mark.parametrize("mode", ["hybrid", "dense"])
 def test_hybrid_and_dense_modes(labeled, mode, tmp_path, capsys):
     """The demo's image encoder embeds no text: either the mode runs (CSV as for concept mode, with
@@ -166,8 +153,18 @@ def test_hits_table_keeps_the_prefix_of_a_metadata_column_whose_name_is_taken():
     assert list(hits_table(hits, [c]).columns) == ["id", "rank", "score", "#3 bright rim (+1 OR)", "dense", "meta.score", "site"]
 
 
+def test_the_cli_offers_the_search_api_modes_and_refuses_groups_with_hybrid(labeled, capsys):
+    from sae.cli.search import MODES
+    from sae.search import searcher
+
+    assert MODES == searcher.MODES
+    ws, _ = labeled
+    assert _search(ws, "--groups", "max", "--mode", "hybrid") == 2
+    assert "--groups pools the concept plan" in capsys.readouterr().err
+
+
 def test_mode_is_passed_on_and_the_dense_column_written(labeled, tmp_path, capsys, monkeypatch):
-    """Whatever the search API does with ``mode``, the CLI passes it on (only when not ``concept``),
+    """Whatever the search API does with ``mode``, the CLI passes it on,
     dense mode sends the query with the filters only (no planner), and a ``dense`` column is written."""
     from sae.search.plan import QueryPlan
     from sae.search.searcher import Searcher

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
+
+from tests.conftest import labeled_copy
 
 XSS = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
 def wb(labeled_ws_template, tmp_path_factory):
-    from sae.interpret import MetadataLabeler, label_run
-    from sae.run import Run, Workspace
     from sae.widgets import Workbench
 
-    ws = Workspace(tmp_path_factory.mktemp("widgets") / "ws")
-    shutil.copytree(labeled_ws_template.path, ws.path)
-    run = Run.find(ws)
-    label_run(run, MetadataLabeler(), judge=None, progress=False)
-    return Workbench(run)
+    return Workbench(labeled_copy(labeled_ws_template, tmp_path_factory.mktemp("widgets"))[1])
 
 
 @pytest.fixture(scope="module")

@@ -21,21 +21,27 @@ MIN_LIFT = 1.5
 MAX_TERMS = 3
 
 
+def coverage_and_lift(terms: TermTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per term: the share of ``rows`` carrying it, and that share over its share among all items."""
+    coverage = np.asarray(terms.matrix[rows].sum(axis=0)).ravel() / max(len(rows), 1)
+    return coverage, coverage / np.maximum(terms.base_frac, 1e-12)
+
+
 def term_evidence(terms: TermTable, rows: np.ndarray, candidates: Sequence[str], exclude_columns: Sequence[str] = ()) -> list[dict]:
     """Per proposed term found in the term table (outside ``exclude_columns``): its column, coverage among ``rows``,
     base share and lift, in proposal order."""
+    if not len(rows):
+        return []
     table = terms.terms
     where = {str(t): i for i, t in enumerate(table["text"])}
-    sub = terms.matrix[rows] if len(rows) else None
+    coverage, lift = coverage_and_lift(terms, rows)
     out = []
     for text in dict.fromkeys(candidates):
         j = where.get(text)
-        if j is None or sub is None or str(table["column"].iloc[j]) in exclude_columns:
+        if j is None or str(table["column"].iloc[j]) in exclude_columns:
             continue
-        coverage = float(sub[:, j].sum()) / len(rows)
-        base = float(terms.base_frac[j])
-        out.append({"term": text, "column": str(table["column"].iloc[j]), "kind": str(table["kind"].iloc[j]), "coverage": coverage, "base": base,
-                    "lift": coverage / base if base > 0 else float("inf")})
+        out.append({"term": text, "column": str(table["column"].iloc[j]), "kind": str(table["kind"].iloc[j]),
+                    "coverage": float(coverage[j]), "base": float(terms.base_frac[j]), "lift": float(lift[j])})
     return out
 
 
@@ -70,8 +76,7 @@ def best_shared(terms: TermTable, rows: np.ndarray, exclude_columns: Sequence[st
     if not len(rows):
         return None
     table = terms.terms
-    coverage = np.asarray(terms.matrix[rows].sum(axis=0)).ravel() / len(rows)
-    lift = coverage / np.maximum(terms.base_frac, 1e-12)
+    coverage, lift = coverage_and_lift(terms, rows)
     ok = (coverage >= MIN_COVERAGE) & (lift >= MIN_LIFT) & ~table["column"].astype(str).isin(list(exclude_columns)).to_numpy()
     if not ok.any():
         return None

@@ -8,7 +8,6 @@ default), the plan fused with dense text-query similarity, or plain query-embedd
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from sae.cli.common import positive_int
 from sae.errors import SaeError
 
 MODES = ("concept", "hybrid", "dense")
-"""Rankings ``--mode`` offers (anything but ``concept`` is passed on as ``Searcher.search(mode=...)``)."""
+"""Rankings ``--mode`` offers: :data:`sae.search.searcher.MODES` (not imported here: the CLI starts without torch)."""
 SHOWN_WITH_ALL = 20
 """Rows printed to the terminal with ``--top all`` (``--output`` writes every one)."""
 
@@ -133,15 +132,6 @@ def _show(frame, contributions=(), limit: int | None = None) -> None:
         print("concept columns: the contribution of each plan group (#feature of its best label; see the plan above)")
 
 
-def _mode_kwargs(method, mode: str) -> dict[str, str]:
-    """``{"mode": mode}`` for a non-default mode, when ``method`` takes it; else a :class:`SaeError`."""
-    if mode == "concept":
-        return {}
-    if "mode" not in inspect.signature(method).parameters:
-        raise SaeError(f"--mode {mode} is not available in this version of the search API; use --mode concept")
-    return {"mode": mode}
-
-
 def _searcher(args):
     from sae.run import Run, Workspace
     from sae.search.searcher import Searcher
@@ -184,17 +174,17 @@ def cmd_search(args) -> int:
     top = int(searcher.store.n_rows) if args.top == "all" else int(args.top)
     limit = SHOWN_WITH_ALL if args.top == "all" else None
     if args.groups:
-        mode = _mode_kwargs(searcher.search_groups, args.mode)
+        if args.mode != "concept":
+            raise SaeError(f"--groups pools the concept plan's item scores; --mode {args.mode} ranks items only (drop one of them)")
         plan = _plan(searcher, args, like)
         print(f"groups ({searcher.group_key}) by {args.groups} pooling of item scores:")
-        groups = searcher.search_groups(plan, pool=args.groups, top=top, **mode)
+        groups = searcher.search_groups(plan, pool=args.groups, top=top)
         _show(groups, limit=limit)
         if out is not None:
             write_csv(out, groups, "groups")
         return 0
-    mode = _mode_kwargs(searcher.search, args.mode)
     plan = _plan(searcher, args, like)
-    res = searcher.search(plan, top=top, like=like, **mode)
+    res = searcher.search(plan, top=top, like=like, mode=args.mode)
     for note in res.notes:
         print(f"note: {note}")
     _show(res.hits.drop(columns=["row"]), res.contributions, limit=limit)

@@ -111,6 +111,16 @@ class LabelSet:
                 out[f] = ", ".join(kept)
         return out
 
+    def term_columns(self) -> dict[int, dict[str, str]]:
+        """feature -> {label term: the column it came from} for every labeled feature with typed terms (the search
+        planner reads it to keep values of one metadata column from answering for each other)."""
+        ok = self.frame[self.frame["status"] == OK]
+        if "term_columns" not in ok:
+            return {}
+        return {f: {str(t): str(c) for t, c in zip(terms, cols)}
+                for f, terms, cols in zip(ok["feature"].astype(int), ok["terms"], ok["term_columns"])
+                if terms is not None and cols is not None and len(terms) == len(cols)}
+
     def _ranked(self) -> pd.DataFrame:
         ok = self.frame[self.frame["status"] == OK].copy()
         if "detection" in ok:

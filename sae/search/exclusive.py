@@ -53,25 +53,22 @@ def restrict(concepts: list[Concept], defining: Mapping[int, list[tuple[int, str
     exclusive = exclusive_columns(term_columns)
     wanted = wanted_values(defining, term_columns, exclusive)
     dropped: dict[int, list[tuple[Concept, tuple[str, set[str]]]]] = {}
-    kept = []
     for c in concepts:
         clash = None if c.negated else _clash(c, wanted, term_columns)
-        if clash is None:
-            kept.append(c)
-        else:
+        if clash is not None:
             dropped.setdefault(c.group, []).append((c, clash))
+    removed: set[int] = set()
     for group, pairs in dropped.items():
         cs = [c for c, _ in pairs]
         names = sorted({term for _, (term, _) in pairs})
         asked = sorted({t for _, (_, want) in pairs for t in want})
         what = f"naming {', '.join(repr(n) for n in names)} where the query asks for {' or '.join(repr(t) for t in asked)}"
-        if not any(k.group == group for k in kept):  # never empty a group: keep it whole and say so
-            kept += cs
+        if sum(c.group == group for c in concepts) == len(cs):  # never empty a group: keep it whole and say so
             notes.append(f"every feature for {cs[0].phrase!r} is labeled {what}; kept, as the SAE has no other feature for it")
         else:
+            removed |= {id(c) for c in cs}
             notes.append(f"for {cs[0].phrase!r}: dropped {len(cs)} feature(s) {what} (e.g. #{cs[0].feature} {cs[0].label!r})")
-    order = {id(c): i for i, c in enumerate(concepts)}
-    return sorted(kept, key=lambda c: order[id(c)])
+    return [c for c in concepts if id(c) not in removed]
 
 
 def _clash(c: Concept, wanted: Mapping[int, Mapping[str, set[str]]], term_columns: TermColumns) -> tuple[str, set[str]] | None:

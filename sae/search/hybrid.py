@@ -61,11 +61,11 @@ def fuse(plan: QueryPlan, scored: Scored, sims: np.ndarray, allowed: np.ndarray 
     score = c_part + d_part
     order = np.lexsort((rows, -d_part, -score))[:top]
     picked = rows[order]
-    at = np.searchsorted(scored.rows, picked)
-    found = (at < len(scored.rows)) & (scored.rows[np.minimum(at, len(scored.rows) - 1)] == picked)
-    concept_score = np.where(found, scored.score[np.minimum(at, len(scored.rows) - 1)], 0.0)
+    at = np.minimum(np.searchsorted(scored.rows, picked), max(len(scored.rows) - 1, 0))  # scored.rows ascend
+    found = scored.rows[at] == picked if len(scored.rows) else np.zeros(len(picked), bool)
+    concept_score = np.where(found, scored.score[at], 0.0) if len(scored.rows) else np.zeros(len(picked))
     share = np.divide(c_part[order], concept_score, out=np.zeros(len(order)), where=concept_score > 0)
-    columns = {c.column: np.where(found, v[np.minimum(at, len(v) - 1)], 0.0) * share for c, v in scored.contrib.items()}
+    columns = {c.column: (np.where(found, v[at], 0.0) if len(v) else np.zeros(len(picked))) * share for c, v in scored.contrib.items()}
     hits = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "row": picked, "score": score[order], **columns,
                          DENSE_COLUMN: d_part[order]})
     notes = [f"hybrid ranking: the concept plan fused with dense query similarity (reciprocal-rank fusion, k={k}); "

@@ -75,19 +75,6 @@ class ExampleComparison:
                 f"<div><b>dense embedding</b>{self.dense.to_html(index=False)}</div></div></div>")
 
 
-def term_columns(labels) -> dict[int, dict[str, str]]:
-    """feature -> {label term: its column} for every labeled feature with typed terms (metadata and text labels)."""
-    frame = labels.frame
-    if "terms" not in frame or "term_columns" not in frame:
-        return {}
-    ok = frame[frame["status"] == "ok"]
-    out = {}
-    for f, terms, cols in zip(ok["feature"].astype(int), ok["terms"], ok["term_columns"]):
-        if terms is not None and cols is not None and len(terms) == len(cols):
-            out[f] = {str(t): str(c) for t, c in zip(terms, cols)}
-    return out
-
-
 def nothing_explained(labels) -> str:
     """Why a labeled run cannot be searched by text: labeled, but no feature has a label."""
     s = labels.summary
@@ -120,7 +107,7 @@ class Searcher:
         self.labels = run.labels(labeler)
         if planner is None and not self.labels.mapping():
             planner = Unlabeled(nothing_explained(self.labels))  # example search still works
-        self.planner = planner or EmbeddingPlanner(self.labels.mapping(), term_columns=term_columns(self.labels))
+        self.planner = planner or EmbeddingPlanner(self.labels.mapping(), term_columns=self.labels.term_columns())
         self.examples = ExamplePlanner(self.index, self.codes, self.labels.mapping())
         self.group_key = run.group_key
         self._dense: DenseIndex | None = None

@@ -374,3 +374,16 @@ def test_slice_names_use_only_terms_the_slice_carries():
     assert name == "site E" and ev[0]["coverage"] == pytest.approx(0.6)
     name, ev = evidence_name(terms, rows, ["mri-t1 modality"], [12, 40])
     assert name.startswith("unnamed slice (top concepts: #12, #40") and ev == []
+
+
+def test_an_unknown_column_to_exclude_is_an_error_line(run_ws, capsys):
+    from sae.cli import main
+    from sae.interpret.labels import label_run
+    from sae.interpret.term_labeler import MetadataLabeler
+
+    ws, run = run_ws
+    label_run(run, MetadataLabeler(), judge=None, progress=False, with_baselines=False)
+    assert main(["audit", str(ws.path), "--failure", "quality_fail", "--exclude-column", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "error: unknown column(s) ['nope']" in err and "Traceback" not in err
+    assert not (run.path / "audits" / "quality_fail").exists()

@@ -257,7 +257,8 @@ def generate(st: Setting) -> tuple[np.ndarray, pd.DataFrame, dict[str, dict], di
         groups["metadata"] = {"rows": m, "rate": st.meta_rate, "terms": [planted_site], "concepts": [f"site {planted_site}"]}
     if "spurious" in st.kinds:
         m = act[:, cue] & ~act[:, cause]
-        groups["spurious"] = {"rows": m, "rate": st.spurious_rate, "terms": [names[cue]], "concepts": [names[cue], f"without {names[cause]}"]}
+        groups["spurious"] = {"rows": m, "rate": st.spurious_rate, "terms": [names[cue]], "concepts": [names[cue], f"without {names[cause]}"],
+                              "cue_rows": act[:, cue], "cause_rows": act[:, cause]}
     for g in groups.values():
         p_fail[g["rows"]] = np.maximum(p_fail[g["rows"]], g["rate"])
     fail = rng.random(n) < p_fail

@@ -203,7 +203,8 @@ def _audit_common(args):
 
 
 def _slices(index, failed, labels) -> tuple[float, int, int]:
-    from sae.audit.slices import AuditConfig, discover, split_rows
+    from sae.audit.discovery import discover
+    from sae.audit.slices import AuditConfig, split_rows
     from sae.audit.validate import validate
 
     cfg = AuditConfig()

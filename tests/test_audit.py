@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from sae.audit import AuditConfig, FailureSignal, FailureSignalError, audit, concept_enrichment, newcombe, wilson
+from sae.audit.report import audit_run
+from sae.audit.slices import slice_rows
 from sae.errors import SaeError
 from sae.search.index import ConceptIndex
 
@@ -174,6 +177,12 @@ def test_cli_audit(labeled_run, capsys):
     assert main(["audit", str(ws.path), "--failure", "quality_fail", "--min-slice-size", "5", "--name", "qc"]) == 0
     out = capsys.readouterr().out
     assert "items fail" in out and "concepts that explain the failures" in out and "audits/qc" in out
+    assert json.loads((run.path / "audits" / "qc" / "report.json").read_text())["config"]["min_ratio"] == AuditConfig().min_ratio
+    assert main(["audit", str(ws.path), "--failure", "quality_fail", "--min-ratio", "0", "--name", "every-activation"]) == 0
+    assert json.loads((run.path / "audits" / "every-activation" / "report.json").read_text())["config"]["min_ratio"] == 0
+    capsys.readouterr()
+    assert main(["audit", str(ws.path), "--failure", "quality_fail", "--min-ratio", "1.5"]) == 2
+    assert "--min-ratio" in capsys.readouterr().err
     assert main(["audit", str(ws.path), "--failure", "artifact"]) == 2
     assert "holds text" in capsys.readouterr().err
     assert main(["audit", str(ws.path), "--probe", "orientation", "--min-slice-size", "5"]) in (0, 2)
@@ -284,7 +293,30 @@ def test_redundancy_keeps_the_precise_slice_and_reports_nesting():
 
     big, small = make(0, broad), make(1, precise)
     _mark_redundant([big, small], {0: broad, 1: precise}, failed, base, cfg)
-    assert small.stats.validated and not big.stats.validated and "redundant" in big.stats.why_not and "[1]" in big.stats.why_not
+    assert small.stats.validated and not big.stats.validated and "redundant" in big.stats.why_not
+    assert "'s1' (which it contains)" in big.stats.why_not
+
+
+def test_a_clean_cause_whose_failures_two_parts_explain_together_stays():
+    """"artifact = blur" fails at 50%; its failures concentrate in two regions, each a more precise slice. Neither
+    part alone explains it, so it stays validated (each part refines it) instead of vanishing behind the union."""
+    from sae.audit.slices import Slice, SliceStats, describe_members
+    from sae.audit.validate import _mark_redundant
+
+    n = 3000
+    failed = np.zeros(n, bool)
+    cause, part_a, part_b = np.arange(0, 600), np.arange(0, 200), np.arange(200, 400)
+    failed[np.concatenate([part_a[:180], part_b[:180]])] = True  # the parts fail at 90%
+    failed[np.arange(400, 600, 20)] = True  # the rest of the cause near the base rate
+    failed[np.arange(600, n, 20)] = True
+    slices = []
+    for i, rows in enumerate((cause, part_a, part_b)):
+        sl = Slice(i, f"s{i}", [i], [f"s{i}"], rows, rows[:3])
+        sl.stats = SliceStats(holdout=describe_members(failed, rows), validated=True)
+        slices.append(sl)
+    _mark_redundant(slices, {0: cause, 1: part_a, 2: part_b}, failed, failed.mean(), AuditConfig())
+    assert all(sl.stats.validated for sl in slices), [sl.stats.why_not for sl in slices]
+    assert slices[1].stats.refines == [0] and slices[2].stats.refines == [0]
 
 
 def test_a_precise_slice_inside_a_broad_one_that_adds_failures_refines_it():
@@ -387,3 +419,120 @@ def test_an_unknown_column_to_exclude_is_an_error_line(run_ws, capsys):
     err = capsys.readouterr().err
     assert "error: unknown column(s) ['nope']" in err and "Traceback" not in err
     assert not (run.path / "audits" / "quality_fail").exists()
+
+
+def test_firm_index_counts_only_firm_activations(run_ws):
+    """The audit's reading of "a concept shows": ratio >= min_ratio, the same in rows, counts, ratios and scores."""
+    from sae.audit.firm import FirmIndex
+
+    _, run = run_ws
+    index = ConceptIndex.of(run)
+    firm = FirmIndex.view(index, 0.3)
+    assert FirmIndex.view(index, 0.0) is index and FirmIndex.view(firm, 0.5).base is index
+    everyone = np.arange(index.n_rows)
+    flag = np.zeros(index.n_rows, bool)
+    flag[::3] = True
+    n_active, n_flag = firm.count_active(flag)
+    weaker = 0
+    for f in range(0, index.n_latents, 7):
+        ratio = index.ratio_at(f, everyone)
+        expect = np.flatnonzero(ratio >= np.float32(0.3))
+        np.testing.assert_array_equal(firm.active_rows(f), expect)
+        assert n_active[f] == len(expect) and n_flag[f] == flag[expect].sum()
+        np.testing.assert_array_equal(firm.ratio_at(f, everyone), np.where(ratio >= np.float32(0.3), ratio, 0))
+        weaker += int(((ratio > 0) & (ratio < 0.3)).sum())
+    assert weaker > 0  # the run has weak activations for the view to drop
+    with pytest.raises(SaeError, match="min_ratio"):
+        AuditConfig(min_ratio=1.0)
+
+
+def test_a_concept_spread_over_features_is_paired_as_its_label_term():
+    """An SAE splits concept A over two features (one per site); the pair A x B is found as (A or A') & B, once,
+    with more of the failures than either feature's pair."""
+    from sae.audit.candidates import candidate_slices, find_candidates
+
+    rng = np.random.default_rng(1)
+    n = 30000
+    a, b = rng.random(n) < 0.25, rng.random(n) < 0.2
+    site = rng.random(n) < 0.5
+    active = np.stack([a & site, a & ~site, b] + [rng.random(n) < 0.1 for _ in range(5)], axis=1)
+    fail_p = np.full(n, 0.04)
+    fail_p[a & b] = 0.8
+    failed = rng.random(n) < fail_p
+    disc = np.arange(0, n, 2)
+    index = _Index(active)
+    cands = find_candidates(index, failed, None, disc, AuditConfig(), exclude=set(), term_features={"A finding": [0, 1], "B finding": [2]})
+    pairs = [c for c in cands if c.kind == "pair" and 2 in c.concepts]
+    assert any(c.alternatives for c in pairs), [(c.concepts, c.alternatives) for c in pairs]
+    labels = {0: "A finding, site 1", 1: "A finding, site 2", 2: "B finding"}
+    slices = [s for s in candidate_slices(cands, [], labels, failed, disc, index, None, AuditConfig()) if s.kind == "pair"]
+    assert len(slices) == 1  # A & B, A' & B and (A or A') & B are one finding
+    s = slices[0]
+    assert sorted([*s.concepts, *[x for alts in s.alternatives.values() for x in alts]]) == [0, 1, 2]
+    assert "A finding" in s.labels and "B finding" in s.name
+    rows = slice_rows(index, s)
+    assert ((a & b)[rows]).all() and len(rows) == int((a & b).sum())
+
+
+def test_weak_activations_do_not_widen_a_pair_slice(tmp_path):
+    """On the planted benchmark's generator (which the audit never sees), a TopK SAE with k = 16 fills slots with
+    weak activations; counted as "shows", they widen the pair rule to items failing at the base rate. The firm
+    reading (the default) finds the pair at failing-member precision >= 0.8 and recall >= 0.5."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import audit_planted as ap
+
+    from sae.interpret.evidence import EvidenceConfig
+
+    st = ap.Setting(seed=1, rows=10000, dim=128, kinds=("pair", "concept"), noise=0.15, pair_rows=200, pair_rate=0.8, n_latents=256, k=16)
+    x, meta, groups, _ = ap.generate(st)
+    ws = ap.Workspace(tmp_path / "ws")
+    ws.path.mkdir()
+    with ap.Store.create(ws.store_path, st.dim, encoder={"name": "planted", "dim": st.dim}, provenance={"label_exclude": ["fail"]}) as store:
+        store.append(x, [f"r{i}" for i in range(len(x))], meta)
+    run = ap.train_run(ws, ap.SAEConfig(d_in=st.dim, n_latents=st.n_latents, k=st.k), ap.TrainConfig(seed=1), evaluate=False, progress=False)
+    ap.label_run(run, ap.MetadataLabeler(), evidence=EvidenceConfig(exclude_columns=("fail",)), judge=None, progress=False, with_baselines=False)
+    fail = meta["fail"].to_numpy(bool)
+    concept_columns = [c for c in run.meta.columns if c not in ("id", "fail", "site", "scanner", "age")]
+
+    def best_pair(min_ratio: float) -> tuple[float, float]:
+        rep = audit_run(run, failure="fail", config=AuditConfig(seed=1, min_ratio=min_ratio), save=False, exclude_columns=concept_columns)
+        masks = []
+        for s in rep.slices:
+            m = rep.members(s.id)
+            mask = np.zeros(len(fail), bool)
+            mask[m["row"].to_numpy()[m["failed"].to_numpy(bool)]] = True
+            masks.append(mask)
+        pr = ap.score_slices(masks, groups, fail)[:, list(groups).index("pair")]
+        ok = [i for i, s in enumerate(rep.slices) if s.stats.validated]
+        i = max(ok, key=lambda i: pr[i, 1])
+        return float(pr[i, 0]), float(pr[i, 1])
+
+    firm, loose = best_pair(AuditConfig().min_ratio), best_pair(0.0)
+    assert firm[0] >= 0.8 and firm[1] >= 0.5, firm
+    assert firm[0] >= loose[0] + 0.1, (firm, loose)
+
+
+def test_a_cue_that_fails_only_without_its_cause_is_refined_by_the_causes_absence():
+    """A cue fires on 300 rows alone (failing at 70%) and on 1,200 with a common cause (failing at the base rate):
+    the rule becomes "cue without cause", although the cue's own rate tops out below 1 (a gap-to-purity test missed it)."""
+    from sae.audit.discovery import _negation
+    from sae.audit.slices import rule_rows, without_text
+
+    rng = np.random.default_rng(2)
+    n = 20000
+    cause = rng.random(n) < 0.35
+    cue = np.zeros(n, bool)
+    cue[rng.choice(np.flatnonzero(~cause), 300, replace=False)] = True
+    cue[rng.choice(np.flatnonzero(cause), 1200, replace=False)] = True
+    active = np.stack([cue, cause] + [rng.random(n) < 0.1 for _ in range(4)], axis=1)
+    failed = rng.random(n) < np.where(cue & ~cause, 0.7, 0.05)
+    disc = np.arange(0, n, 2)
+    index = _Index(active)
+    rows = rule_rows(index, [0], disc)
+    assert _negation(index, failed, rows, AuditConfig(), failed[disc].mean()) == 1
+    # a concept whose presence does not lower the failure rate is never negated
+    assert _negation(index, failed, rule_rows(index, [1], disc), AuditConfig(), failed[disc].mean()) is None
+    assert without_text(["cue texture, cause shape"], ["cause shape"]) == " without cause shape"
+    assert without_text(["edge slice, position 0.8"], ["edge slice, position 0.8, high slice index"]) == " without high slice index"

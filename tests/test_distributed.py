@@ -72,6 +72,7 @@ def test_dask_enrichment_and_map_identical(tmp_path, client):
     from sae.audit.concept_map import concept_map
     from sae.audit.dask import concept_enrichment_dask, concept_map_dask
     from sae.audit.enrichment import concept_enrichment
+    from sae.audit.firm import FirmIndex
     from sae.search.index import ConceptIndex
 
     store = _store(tmp_path, 900, 16, chunk_rows=128)
@@ -87,6 +88,11 @@ def test_dask_enrichment_and_map_identical(tmp_path, client):
     rows = np.arange(0, 900, 3)
     pd_testing.assert_frame_equal(concept_enrichment(index, failed, rows=rows), concept_enrichment_dask(codes, failed, rows=rows, client=client),
                                   check_exact=True)
+    firm = FirmIndex.view(index, 0.3)  # the audit's reading: only activations >= 30% of the feature's q90 count
+    ref_firm = concept_enrichment(firm, failed, labels)
+    pd_testing.assert_frame_equal(ref_firm, concept_enrichment_dask(codes, failed, labels, client=client, index=firm), check_exact=True)
+    assert (ref_firm.set_index("feature")["n_active"] <= ref.set_index("feature")["n_active"].reindex(ref_firm["feature"]).fillna(0)).all()
+    assert ref_firm["n_active"].sum() < ref["n_active"].sum()
     ref_map = concept_map(index, codes, sample=300, seed=0, block=200)
     got_map = concept_map_dask(index, codes, sample=300, seed=0, block=200, client=client, cache_dir=tmp_path / "maps", key="k")
     pd_testing.assert_frame_equal(ref_map, got_map, check_exact=True)

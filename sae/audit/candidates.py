@@ -9,6 +9,9 @@
   most frequent among failing discovery items (enriched or not); a pair is a candidate when its lift is at
   least ``min_lift`` and ``PAIR_GAIN`` times the better of its two halves.
 * **Concept x metadata value.** The same test for (concept, value) pairs, with the value as one half.
+* **Concept terms.** An SAE often spreads one labeled concept over several features (one per site, one per
+  strength); a rule over one of them finds part of the concept's items. Every label term of a top feature
+  shared by several features' labels is also a unit ("any of these features"), paired like a feature.
 
 Every test counts: Benjamini-Hochberg q-values are taken over all metadata values, pairs and (concept, value)
 pairs tested together, and a candidate needs q < alpha, lift >= min_lift and >= ``min_slice_size`` failing
@@ -18,7 +21,7 @@ members on the discovery items; the held-out validation then judges it like any 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -86,6 +89,22 @@ class Candidate:
     kind: str
     """"metadata", "pair" or "concept x metadata"."""
     q: float = 1.0
+    alternatives: dict[int, list[int]] = field(default_factory=dict)
+    """Features standing in for a concept (OR), when a unit is a label term carried by several features."""
+    terms: dict[int, str] = field(default_factory=dict)
+    """The label term a concept with alternatives stands for (it names the slice)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One half of a pair: a feature, or a label term and every feature whose label carries it (any of them)."""
+
+    features: tuple[int, ...]
+    term: str = ""
+
+    @property
+    def primary(self) -> int:
+        return self.features[0]
 
 
 def _test(n: int, k: int, N: int, F: int) -> float:
@@ -94,29 +113,34 @@ def _test(n: int, k: int, N: int, F: int) -> float:
 
 
 def find_candidates(index, failed: np.ndarray, meta: pd.DataFrame | None, disc: np.ndarray, cfg: AuditConfig,
-                    exclude: set[str]) -> list[Candidate]:
-    """Metadata-value, concept-pair and concept x value candidates on the discovery rows (see the module docstring)."""
+                    exclude: set[str], term_features: dict[str, list[int]] | None = None) -> list[Candidate]:
+    """Metadata-value, concept-pair and concept x value candidates on the discovery rows (see the module docstring);
+    ``term_features``: label term -> the features whose labels carry it (the concept-term units)."""
     in_disc = np.zeros(len(failed), bool)
     in_disc[disc] = True
     N, F = len(disc), int(failed[disc].sum())
     base = F / max(N, 1)
     tested: list[Candidate] = []
 
-    def add(concepts: tuple[int, ...], conditions: tuple[Condition, ...], mask: np.ndarray, kind: str, halves: float) -> None:
+    def add(units: tuple[Unit, ...], conditions: tuple[Condition, ...], mask: np.ndarray, kind: str, halves: float) -> None:
         n, k = int(mask.sum()), int(failed[mask].sum())
         lift = (k / max(n, 1)) / max(base, 1e-12)
-        tested.append(Candidate(concepts, conditions, n, k, lift, _test(n, k, N, F) if lift >= PAIR_GAIN * halves else 1.0, kind))
+        tested.append(Candidate(tuple(u.primary for u in units), conditions, n, k, lift,
+                                _test(n, k, N, F) if lift >= PAIR_GAIN * halves else 1.0, kind,
+                                alternatives={u.primary: list(u.features[1:]) for u in units if len(u.features) > 1},
+                                terms={u.primary: u.term for u in units if u.term}))
 
     conds = metadata_conditions(meta, exclude) if meta is not None else []
     masks = {c: c.mask(meta) & in_disc for c in conds} if meta is not None else {}
     for c, m in masks.items():
         add((), (c,), m, "metadata", 1.0 / PAIR_GAIN)
-    feats, rows = _top_features(index, failed, disc)
-    lift_of = {f: _lift(r, failed, base) for f, r in zip(feats, rows)}
-    active = {f: _mask(r, len(failed)) for f, r in zip(feats, rows)}
-    for i, a in enumerate(feats):
-        for b in feats[i + 1:]:
-            add((a, b), (), active[a] & active[b], "pair", max(lift_of[a], lift_of[b]))
+    units = _units(index, failed, disc, term_features or {})
+    active = {u: _mask(np.concatenate([index.active_rows(f) for f in u.features]), len(failed)) & in_disc for u in units}
+    lift_of = {u: _lift(np.flatnonzero(m), failed, base) for u, m in active.items()}
+    for i, a in enumerate(units):
+        for b in units[i + 1:]:
+            if not set(a.features) & set(b.features):
+                add((a, b), (), active[a] & active[b], "pair", max(lift_of[a], lift_of[b]))
         for c, m in masks.items():
             add((a,), (c,), active[a] & m, "concept x metadata", max(lift_of[a], _lift(np.flatnonzero(m), failed, base)))
     if not tested:
@@ -130,14 +154,22 @@ def find_candidates(index, failed: np.ndarray, meta: pd.DataFrame | None, disc: 
     return sorted(keep, key=lambda t: (t.q, -t.lift))
 
 
-def _top_features(index, failed: np.ndarray, disc: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
-    """The ``TOP_FEATURES`` features firing on the most failing discovery items, with their discovery rows."""
+def _units(index, failed: np.ndarray, disc: np.ndarray, term_features: dict[str, list[int]]) -> list[Unit]:
+    """The ``TOP_FEATURES`` features firing on the most failing discovery items, then every label term of theirs that
+    several features carry (its features ordered by failing discovery items, so the primary is the strongest)."""
     flag = np.zeros(len(failed), bool)
     flag[disc[failed[disc]]] = True
     _, n_fail = index.count_active(flag, disc)
     feats = [int(f) for f in np.argsort(-n_fail, kind="stable")[:TOP_FEATURES] if n_fail[f] > 0]
-    rows = [index.active_rows(f) for f in feats]
-    return feats, [r[np.isin(r, disc, assume_unique=True)] for r in rows]
+    units = [Unit((f,)) for f in feats]
+    top = set(feats)
+    seen: set[tuple[int, ...]] = set()
+    for term, members in sorted(term_features.items()):
+        group = tuple(sorted({int(f) for f in members if n_fail[int(f)] > 0}, key=lambda f: (-n_fail[f], f)))
+        if len(group) > 1 and top & set(group) and group not in seen:
+            seen.add(group)
+            units.append(Unit(group, term))
+    return units
 
 
 def _mask(rows: np.ndarray, n: int) -> np.ndarray:
@@ -150,6 +182,35 @@ def _lift(rows: np.ndarray, failed: np.ndarray, base: float) -> float:
     return float(failed[rows].mean()) / max(base, 1e-12) if len(rows) else 0.0
 
 
+def unit_sets(c: Candidate) -> list[frozenset[int]]:
+    """Each concept of a candidate with its alternatives, as a feature set."""
+    return [frozenset((f, *c.alternatives.get(f, ()))) for f in c.concepts]
+
+
+def same_finding(a: Candidate, b: Candidate) -> bool:
+    """Whether two candidates are variants of one rule: same conditions, and each concept of one shares a feature with
+    a concept of the other (``A & B``, ``(A or A') & B``, ``A & (B or B')`` ...)."""
+    if a.conditions != b.conditions or len(a.concepts) != len(b.concepts):
+        return False
+    ua, ub = unit_sets(a), unit_sets(b)
+    return all(any(x & y for y in ub) for x in ua) and all(any(x & y for x in ua) for y in ub)
+
+
+def most_general(cands: list[Candidate], keep_lift: float = 0.8) -> list[Candidate]:
+    """One candidate per finding: of the variants of a rule (:func:`same_finding`), the one with the most failing
+    members among those keeping ``keep_lift`` of the best variant's lift. A rule over a concept term's features
+    (``A or A'``) covers more of the same failures than the rule over one of them; reporting every combination of
+    features would list one finding several times."""
+    out = []
+    for c in cands:
+        family = [g for g in cands if g is c or same_finding(g, c)]
+        best = max(g.lift for g in family)
+        pick = max((g for g in family if g.lift >= keep_lift * best), key=lambda g: (g.failed, g.lift))
+        if pick is c:
+            out.append(c)
+    return out
+
+
 def candidate_slices(cands: list[Candidate], existing: list, labels: dict[int, str], failed: np.ndarray, disc: np.ndarray,
                      index, meta: pd.DataFrame | None, cfg: AuditConfig, max_new: int = 12) -> list:
     """Slices for the ``max_new`` most significant candidates whose rule no existing slice already has."""
@@ -157,20 +218,21 @@ def candidate_slices(cands: list[Candidate], existing: list, labels: dict[int, s
 
     keys: set[tuple[tuple[int, ...], tuple[str, ...]]] = {(tuple(sorted(s.concepts)), ()) for s in existing}
     out: list[Slice] = []
-    for c in cands:
-        key = (tuple(sorted(c.concepts)), tuple(x.text() for x in c.conditions))
+    for c in most_general(cands):
+        key = (tuple(sorted(c.concepts + tuple(a for alts in c.alternatives.values() for a in alts))), tuple(x.text() for x in c.conditions))
         if key in keys:
             continue
         keys.add(key)
         mask = np.logical_and.reduce([x.mask(meta) for x in c.conditions]) if c.conditions and meta is not None else None
-        rows = rule_rows(index, list(c.concepts), disc, (), mask)
+        rows = rule_rows(index, list(c.concepts), disc, (), mask, c.alternatives)
         failing = rows[failed[rows]]
-        labs = [labels.get(f, f"feature {f}") for f in c.concepts]
-        order = np.argsort(-rule_score(index, list(c.concepts), failing), kind="stable")
+        labs = [c.terms.get(f) or labels.get(f, f"feature {f}") for f in c.concepts]
+        order = np.argsort(-rule_score(index, list(c.concepts), failing, c.alternatives), kind="stable")
         name = " & ".join([x.text() for x in c.conditions] + [short_label(lab, 1) for lab in labs])
         proposed = [t for lab in labs for t in short_label(lab, 3).split(", ") if t]
         out.append(Slice(len(existing) + len(out), name, list(c.concepts), labs, failing, failing[order[: cfg.prototypes]],
-                         kind=c.kind, conditions=list(c.conditions), mask=mask, proposed=proposed))
+                         kind=c.kind, conditions=list(c.conditions), mask=mask, proposed=proposed,
+                         alternatives={f: list(a) for f, a in c.alternatives.items()}))
         if len(out) == max_new:
             break
     return out

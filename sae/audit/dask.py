@@ -23,15 +23,19 @@ from sae.codes import Codes
 from sae.compute import DaskConfig, dask_client, n_workers, task_threads
 
 
-def _count_task(path: str, r0: int, r1: int, failed: np.ndarray, within: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature, over rows r0:r1 (``within``: only the flagged ones): items where it fires and failing ones among them."""
+def _count_task(path: str, r0: int, r1: int, failed: np.ndarray, within: np.ndarray | None, n: int,
+                firm: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, over rows r0:r1 (``within``: only the flagged ones): items where it fires and failing ones among
+    them; ``firm`` = (scale per feature, min ratio): only activations / scale >= min ratio, computed as the index does."""
     group = zarr.open_group(path, mode="r", zarr_format=3)
     p = np.asarray(_zarr.array(group, "rows/ptr")[r0 : r1 + 1])
     lat = np.asarray(_zarr.array(group, "rows/latent")[int(p[0]) : int(p[-1])])
     local = np.repeat(np.arange(r1 - r0), np.diff(p))
-    if within is not None:
-        keep = within[local]
-        lat, local = lat[keep], local[keep]
+    keep = within[local] if within is not None else np.ones(len(lat), bool)
+    if firm is not None:
+        val = np.asarray(_zarr.array(group, "rows/value")[int(p[0]) : int(p[-1])])
+        keep &= (val / firm[0][lat]).astype(np.float32) >= np.float32(firm[1])
+    lat, local = lat[keep], local[keep]
     n_active = np.bincount(lat, minlength=n).astype(np.int64)
     n_fail = np.bincount(lat, weights=failed[local], minlength=n).astype(np.int64)
     return n_active, n_fail
@@ -46,8 +50,9 @@ def _row_blocks(n_rows: int, nnz: int, compute: DaskConfig, workers: int) -> lis
 
 
 def count_active_dask(codes: Codes, flag: np.ndarray, within: np.ndarray | None = None, *, compute: DaskConfig | None = None,
-                      client=None) -> tuple[np.ndarray, np.ndarray]:
-    """``ConceptIndex.count_active`` on a Dask cluster, straight from ``codes.zarr`` (no index in memory)."""
+                      client=None, firm: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``ConceptIndex.count_active`` on a Dask cluster, straight from ``codes.zarr`` (no index in memory);
+    ``firm`` = (scale per feature, min ratio): count only firm activations (:mod:`sae.audit.firm`)."""
     flag = np.asarray(flag, bool)
     mask = None
     if within is not None:
@@ -58,8 +63,8 @@ def count_active_dask(codes: Codes, flag: np.ndarray, within: np.ndarray | None 
     n_fail = np.zeros(codes.n_latents, np.int64)
     with dask_client(compute, client) as c:
         blocks = _row_blocks(codes.n_rows, codes.nnz, compute, n_workers(c))
-        futs = [c.submit(_count_task, str(codes.path), a, b, flag[a:b], None if mask is None else mask[a:b], codes.n_latents, pure=False)
-                for a, b in blocks]
+        futs = [c.submit(_count_task, str(codes.path), a, b, flag[a:b], None if mask is None else mask[a:b], codes.n_latents, firm,
+                         pure=False) for a, b in blocks]
         for fut in futs:
             a_, f_ = fut.result()
             n_active += a_
@@ -68,10 +73,13 @@ def count_active_dask(codes: Codes, flag: np.ndarray, within: np.ndarray | None 
 
 
 def concept_enrichment_dask(codes: Codes, failed: np.ndarray, labels: dict[int, str] | None = None, rows: np.ndarray | None = None,
-                            min_active: int = 5, *, compute: DaskConfig | None = None, client=None) -> pd.DataFrame:
-    """:func:`sae.audit.enrichment.concept_enrichment` with the counts computed on a Dask cluster (identical table)."""
+                            min_active: int = 5, *, compute: DaskConfig | None = None, client=None, index=None) -> pd.DataFrame:
+    """:func:`sae.audit.enrichment.concept_enrichment` with the counts computed on a Dask cluster (identical table);
+    ``index``: the audit's (firm) index whose reading of "fires" the counts follow (:mod:`sae.audit.firm`)."""
     failed = np.asarray(failed, bool)
-    n_active, n_fail = count_active_dask(codes, failed, rows, compute=compute, client=client)
+    min_ratio = float(getattr(index, "min_ratio", 0.0))
+    firm = (np.asarray(index.scale, np.float64), min_ratio) if index is not None and min_ratio > 0 else None
+    n_active, n_fail = count_active_dask(codes, failed, rows, compute=compute, client=client, firm=firm)
     N = codes.n_rows if rows is None else len(rows)
     F = int(failed.sum() if rows is None else failed[rows].sum())
     return enrichment_table(n_active, n_fail, N, F, labels, min_active)

@@ -14,10 +14,12 @@ import pandas as pd
 from sae._io import building_dir, html_table, safe_name
 from sae._lock import exclusive
 from sae.audit.candidates import candidate_slices, find_candidates
+from sae.audit.discovery import discover
 from sae.audit.enrichment import concept_enrichment
+from sae.audit.firm import FirmIndex
 from sae.audit.queue import lookalike_queue
 from sae.audit.signal import FailureSignal
-from sae.audit.slices import AuditConfig, Slice, discover, effective_min_size, rule_score, slice_rows, split_rows
+from sae.audit.slices import AuditConfig, Slice, effective_min_size, rule_score, slice_rows, split_rows, without_text
 from sae.audit.validate import validate
 from sae.errors import SaeError
 from sae.run import Run
@@ -51,7 +53,8 @@ class AuditReport:
         for s in self.slices:
             st = s.stats
             rows.append({"slice": s.id, "name": s.name, "kind": s.kind, "validated": st.validated, "concepts": list(s.concepts),
-                         "without": list(s.negated), "where": " & ".join(c.text() for c in s.conditions),
+                         "or": {int(f): list(a) for f, a in s.alternatives.items()}, "without": list(s.negated),
+                         "where": " & ".join(c.text() for c in s.conditions),
                          "cluster_size": st.cluster_size, "discovery_members": st.discovery_members,
                          "discovery_failure_rate": st.discovery_failure_rate, "holdout_members": st.holdout_members,
                          "holdout_failure_rate": st.holdout_failure_rate, "holdout_lift": st.holdout_lift,
@@ -59,7 +62,7 @@ class AuditReport:
                          "name_evidence": "; ".join(f"{e['term']} {e['coverage']:.0%} (lift {e['lift']:.1f})" for e in s.name_evidence),
                          "llm_name": st.llm_name, "llm_summary": st.llm_summary,
                          "prototypes": [str(self.ids[r]) for r in s.prototypes] if self.ids is not None else list(s.prototypes)})
-        cols = ["slice", "name", "kind", "validated", "concepts", "without", "where", "cluster_size", "discovery_members", "discovery_failure_rate",
+        cols = ["slice", "name", "kind", "validated", "concepts", "or", "without", "where", "cluster_size", "discovery_members", "discovery_failure_rate",
                 "holdout_members", "holdout_failure_rate", "holdout_lift", "holdout_q", "why_not", "refines", "name_evidence", "llm_name", "llm_summary",
                 "prototypes"]
         return pd.DataFrame(rows, columns=cols)
@@ -69,10 +72,10 @@ class AuditReport:
 
     def members(self, slice_id: int, index: ConceptIndex | None = None) -> pd.DataFrame:
         """Every item matching a slice's rule, strongest first, with its failure flag."""
-        index = index or self.index
+        index = FirmIndex.view(index, self.config.min_ratio) if index is not None else self.index
         s = self.slices[slice_id]
         rows = slice_rows(index, s)
-        score = rule_score(index, s.concepts, rows)
+        score = rule_score(index, s.concepts, rows, s.alternatives)
         order = np.lexsort((rows, -score))
         if self.ids is None:
             raise SaeError("this report has no item ids to list members by")
@@ -103,7 +106,7 @@ class AuditReport:
                 + "".join(f"; {x}" for x in (self.info.get("min_slice_size_note"), self.info.get("why_no_slices")) if x))
 
     def _repr_html_(self) -> str:
-        t = self.slice_table().drop(columns=["concepts", "without", "refines"])
+        t = self.slice_table().drop(columns=["concepts", "or", "without", "refines"])
         c = self.significant_concepts(10)[["feature", "label", "n_active", "failure_rate_active", "failure_rate_inactive", "ci_low", "ci_high", "q"]]
         return (f"<div><b>Failure audit</b>: {html.escape(self.summary())}<h4>Slices</h4>{html_table(t)}"
                 f"<h4>Concepts that explain the failures</h4>{html_table(c)}</div>")
@@ -133,8 +136,8 @@ class AuditReport:
     def _write(self, tmp: Path) -> None:
         self.concepts.to_parquet(tmp / "concepts.parquet")
         t = self.slice_table()
-        t.assign(concepts=t["concepts"].map(json.dumps), without=t["without"].map(json.dumps), refines=t["refines"].map(json.dumps),
-                 prototypes=t["prototypes"].map(json.dumps)).to_parquet(tmp / "slices.parquet")
+        t.assign(concepts=t["concepts"].map(json.dumps), **{"or": t["or"].map(json.dumps)}, without=t["without"].map(json.dumps),
+                 refines=t["refines"].map(json.dumps), prototypes=t["prototypes"].map(json.dumps)).to_parquet(tmp / "slices.parquet")
         if self.index is not None and self.ids is not None:
             self.member_table().to_parquet(tmp / "members.parquet")
         self.queue.to_csv(tmp / "queue.csv", index=False)
@@ -176,12 +179,36 @@ def rename_from_evidence(report: AuditReport, run: Run, exclude_columns: tuple[s
     for s in report.slices:
         rows = slice_rows(report.index, s)
         rows = rows[failed[rows]]
-        without = "".join(f" without {lab.split(',')[0].strip()}" for lab in s.negated_labels)
+        without = without_text(s.labels, s.negated_labels)
         name, evidence = evidence_name(builder.terms, rows, s.proposed, s.concepts, exclude_columns)
         where = " & ".join(c.text() for c in s.conditions)
         if where:  # a metadata condition names itself; label terms (or the concepts' numbers) add to it
             name = where + (f" + {name}" if evidence else (f" & concepts {', '.join(f'#{c}' for c in s.concepts)}" if s.concepts else ""))
         s.name, s.name_evidence = name + (without if evidence else ""), evidence
+
+
+def positive_terms(run: Run) -> set[str]:
+    """Texts of the run's evidence terms that state a presence ("site E", "pleural effusion"; not "no location")."""
+    from sae.interpret.evidence import EvidenceBuilder
+
+    builder = EvidenceBuilder.of(run, progress=False)
+    if not builder.has_terms:
+        return set()
+    t = builder.terms
+    return set(t.terms["text"].astype(str)[t.positive])
+
+
+def term_features(labels, exclude_columns: Sequence[str | None] = (), allowed: set[str] | None = None) -> dict[str, list[int]]:
+    """Label term -> the features whose (typed) labels carry it: the concept-term units of the pair search. Terms
+    from ``exclude_columns`` (the failure column and its restatements) and, with ``allowed``, terms outside it
+    (absences such as "no location" are not a concept) are left out."""
+    out: dict[str, list[int]] = {}
+    drop = {c for c in exclude_columns if c}
+    for f, terms in labels.term_columns().items():
+        for term, column in terms.items():
+            if column not in drop and (allowed is None or term in allowed):
+                out.setdefault(term, []).append(int(f))
+    return out
 
 
 def why_no_slices(slices: list[Slice], info: dict, cfg: AuditConfig) -> str:
@@ -208,11 +235,13 @@ def _replaceable(folder: Path) -> bool:
 def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, str], ids: np.ndarray, *,
           groups: np.ndarray | None = None, pool: np.ndarray | None = None, config: AuditConfig = AuditConfig(),
           with_map: bool = False, map_cache: Path | None = None, map_key: str = "", compute=None,
-          meta: pd.DataFrame | None = None, exclude_columns: frozenset[str] = frozenset()) -> AuditReport:
+          meta: pd.DataFrame | None = None, exclude_columns: frozenset[str] = frozenset(),
+          term_features: dict[str, list[int]] | None = None) -> AuditReport:
     """Run the whole audit on one SAE's index. ``pool`` (bool per row) is where look-alikes are mined
     (default: the passing items); ``groups`` keeps whole volumes/patients on one side of the split;
     ``meta``: the items' metadata, whose values (outside ``exclude_columns``) are tested as causes beside the
-    concepts (:mod:`sae.audit.candidates`; concept pairs are tested either way);
+    concepts (:mod:`sae.audit.candidates`; concept pairs are tested either way); ``term_features``: label term ->
+    the features whose labels carry it (a concept the SAE spreads over several features is paired as one unit);
     ``compute`` (a :class:`sae.compute.DaskConfig`) counts the enrichment and transforms the map
     on a Dask cluster (same results)."""
     from sae.errors import SaeError
@@ -221,18 +250,19 @@ def audit(index: ConceptIndex, codes, signal: FailureSignal, labels: dict[int, s
     failed = signal.check(min(cfg.min_slice_size, cfg.min_slice_floor)).failed
     if len(failed) != index.n_rows:
         raise SaeError(f"the failure signal has {len(failed)} values; the SAE's codes have {index.n_rows} rows")
+    index = FirmIndex.view(index, cfg.min_ratio)
     disc, hold = split_rows(index.n_rows, groups, cfg.holdout_frac, cfg.seed, cfg.min_groups)
     size, lowered = effective_min_size(cfg, int(failed[disc].sum()))
     cfg = replace(cfg, min_slice_size=size)
     if compute is not None:
         from sae.audit.dask import concept_enrichment_dask
 
-        concepts = concept_enrichment_dask(codes, failed, labels, compute=compute)
+        concepts = concept_enrichment_dask(codes, failed, labels, compute=compute, index=index)
     else:
         concepts = concept_enrichment(index, failed, labels)
     exclude = (signal.column.replace("_", " ").lower(),) if signal.column else ()
     slices, info = discover(index, failed, labels, disc, cfg, exclude_terms=exclude)
-    cands = find_candidates(index, failed, meta, disc, cfg, set(exclude_columns))
+    cands = find_candidates(index, failed, meta, disc, cfg, set(exclude_columns), term_features)
     info["candidates"] = {kind: sum(c.kind == kind for c in cands) for kind in ("metadata", "pair", "concept x metadata")}
     slices += candidate_slices(cands, slices, labels, failed, disc, index, meta, cfg)
     validate(index, failed, slices, disc, hold, cfg)
@@ -303,7 +333,8 @@ def audit_run(run: Run, signal: FailureSignal | None = None, *, failure: str | N
                                      *exclude_columns) if c)
     report = audit(index, codes, signal, names, meta["id"].to_numpy(), groups=groups, pool=pool, config=config,
                    with_map=with_map, map_cache=run.path / "audits", map_key=f"{store.fingerprint}:{run.model_digest}", compute=compute,
-                   meta=meta, exclude_columns=excluded)
+                   meta=meta, exclude_columns=excluded,
+                   term_features=term_features(labels, (signal.column, *derived), positive_terms(run)))
     report.run = run
     report.info["derived_columns"] = derived
     report.info["excluded_columns"] = sorted(excluded)

@@ -58,26 +58,29 @@ def validate(index, failed: np.ndarray, slices: list[Slice], disc: np.ndarray, h
 
 
 def _mark_redundant(slices: list[Slice], held: dict[int, np.ndarray], failed: np.ndarray, base: float, cfg: AuditConfig) -> None:
-    """Most precise validated slices first (held-out failure rate, its Wilson lower bound); a later, broader one
-    must still fail more than expected on its held-out members (``held``) outside every more precise kept slice,
-    else it only re-finds their failures and is redundant. A kept slice mostly inside another kept one is
-    reported as refining it (both stay: the nesting is a finding, not a duplicate)."""
-    covered = np.zeros(0, np.int64)
+    """Most precise validated slices first (held-out failure rate, its Wilson lower bound); a later, broader one is
+    redundant when some *one* more precise kept slice explains its failures: its held-out members (``held``) outside
+    that slice no longer fail at ``min_lift`` x the base rate. A slice whose excess only several precise parts explain
+    together stays (a clean cause such as "artifact = blur" is a finding even when its failures concentrate in a few
+    regions); each kept slice mostly (>= 80%) inside another kept one is reported as refining it."""
     kept: list[Slice] = []
     for s in sorted((s for s in slices if s.stats.validated), key=lambda s: (-s.stats.holdout.rate_low, -s.stats.holdout_failure_rate)):
         rows = held[s.id]
-        rest = rows[~np.isin(rows, covered)]
-        k = int(failed[rest].sum())
-        rate = k / max(len(rest), 1)
-        if len(rest) < cfg.min_slice_size // 2 or rate < cfg.min_lift * base:
-            inside = [t.id for t in kept if np.isin(held[t.id], rows).mean() >= 0.8]
-            s.stats.validated = False
-            s.stats.why_not = (f"redundant: outside the more precise slices {[t.name for t in kept]}"
-                               + (f" (it contains slices {inside})" if inside else "")
-                               + f" its {len(rest)} held-out members fail at {rate:.0%} (needs {cfg.min_lift * base:.0%})")
+        reason = ""
+        for t in kept:
+            rest = rows[~np.isin(rows, held[t.id])]
+            if len(rest) == len(rows):
+                continue
+            rate = float(failed[rest].mean()) if len(rest) else 0.0
+            if len(rest) < cfg.min_slice_size // 2 or rate < cfg.min_lift * base:
+                inside = np.isin(held[t.id], rows).mean() >= 0.8 if len(held[t.id]) else False
+                reason = (f"redundant: outside the more precise slice {t.name!r}" + (" (which it contains)" if inside else "")
+                          + f" its {len(rest)} held-out members fail at {rate:.0%} (needs {cfg.min_lift * base:.0%})")
+                break
+        if reason:
+            s.stats.validated, s.stats.why_not = False, reason
             continue
         for t in kept:  # a more precise kept slice mostly inside this one refines it
             if len(held[t.id]) and np.isin(held[t.id], rows).mean() >= 0.8:
                 t.stats.refines.append(s.id)
-        covered = np.union1d(covered, rows)
         kept.append(s)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sae.cli.common import add_dask_args, dask_config, finite_float, non_negative_int, positive_int, probability
+from sae.cli.common import add_dask_args, dask_config, finite_float, fraction, non_negative_int, positive_int, probability
 
 
 def add_audit_parser(sub) -> None:
@@ -22,6 +22,8 @@ def add_audit_parser(sub) -> None:
                    help="a metadata column never tested as a cause (repeatable; the failure column, its restatements and the "
                         "group key always are excluded)")
     p.add_argument("--alpha", type=probability, default=0.05, help="FDR level (0 < alpha < 1)")
+    p.add_argument("--min-ratio", type=fraction, default=0.2,
+                   help="a concept shows on an item only at this share of its 90th-percentile activation (0: every activation)")
     p.add_argument("--queue-size", type=non_negative_int, default=50, help="look-alikes queued per slice (0: none)")
     p.add_argument("--map", action="store_true", help="also compute the 2-D UMAP concept map (cached)")
     p.add_argument("--llm-model", help="name and summarise the slices with this LLM too (or SAE_LLM_MODEL)")
@@ -53,7 +55,8 @@ def cmd_audit(args) -> int:
     from sae.run import Run, Workspace
 
     run = Run.find(Workspace(args.workspace), args.run)
-    cfg = AuditConfig(alpha=args.alpha, min_slice_size=args.min_slice_size, queue_size=args.queue_size)
+    cfg = AuditConfig(alpha=args.alpha, min_slice_size=args.min_slice_size, queue_size=args.queue_size,
+                      min_ratio=args.min_ratio)
     llm = None
     if args.llm_model:
         from sae.llm import LLMClient, LLMConfig

@@ -1,4 +1,5 @@
-"""``sae figures``: the standard figure set of a workspace (feature panels, a query panel, slice panels, the concept map)."""
+"""``sae figures``: the standard figure set of a workspace (feature panels, a query panel and its explanation,
+slice panels, the concept map)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from sae.run import Run
 
 def write_figures(run: Run, out: Path, *, n_features: int = 4, query: str | None = None, failure: str | None = None,
                   formats: Sequence[str] = ("png", "pdf", "svg"), dpi: int = 200) -> list[Path]:
-    """Write the standard set under ``out`` (feature panels, a query panel, the Pareto figure when the
-    workspace holds two or more evaluated runs, slice panels and the concept map with ``failure``);
-    returns every file written."""
+    """Write the standard set under ``out`` (feature panels, a query panel, the query's explanation, the
+    Pareto figure when the workspace holds two or more evaluated runs, slice panels and the concept map
+    with ``failure``); returns every file written."""
     import matplotlib.pyplot as plt
 
     from sae.interpret.evidence import EvidenceBuilder
     from sae.search.searcher import Searcher
     from sae.views import feature_card
     from sae.viz import concept_map_figure, feature_figure, query_figure, save_figure, slice_figure
+    from sae.viz_explain import explanation_figure, main_features
 
     out = Path(out)
     searcher = Searcher(run)
@@ -42,6 +44,8 @@ def write_figures(run: Run, out: Path, *, n_features: int = 4, query: str | None
     text = query or labels.best(1)["label"].iloc[0].split(",")[0]
     res = searcher.search(text, top=8)
     save(query_figure(res, images(res.hits["row"].to_numpy()) if images else None), "query")
+    cards = [feature_card(builder, labels, f) for f in main_features(res)]
+    save(explanation_figure(res, cards, images(res.hits["row"].to_numpy()[:6]) if images else None), "explanation")
     from sae.sweep import runs_table
     from sae.viz import pareto_figure
 

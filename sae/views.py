@@ -9,11 +9,15 @@ objects, and the UI only draws it:
   terms (significant: q < alpha and lift >= min_lift, most significant first), siblings, top items;
 - :func:`slice_points`: per item, passing / failing / the validated slice whose rule it matches and
   fails in (strongest slice first): the colouring of the explorer's map and the concept-map figure;
-- :func:`slice_members`: a slice's rule members with their failure flag and side of the split.
+- :func:`slice_members`: a slice's rule members with their failure flag and side of the split;
+- :func:`status_colors`: the colour of passing, failing and each validated slice (:data:`PASSING_COLOR`,
+  :data:`FAILING_COLOR`, :data:`SLICE_PALETTE`), so a slice is drawn alike in the explorer and the figures.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +32,14 @@ if TYPE_CHECKING:
     from sae.interpret.labels import LabelSet
 
 PASSING, FAILING = "passing", "failing"
+PASSING_COLOR, FAILING_COLOR = "#c8c8c8", "#5a5a5a"
+"""Items that pass (light grey) and failing items outside every validated slice (dark grey)."""
+SLICE_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324")
+"""Validated slices' colours, by slice id (cycled); none of them is a passing / failing grey."""
+FIRES_COLOR, ALL_ITEMS_COLOR = "#f58231", "#8c8c8c"
+"""Where a feature fires (its activations, its items' term shares) against all items (base shares, base rate)."""
+CONCEPT_PALETTE = ("#4363d8", "#3cb44b", "#911eb4", "#42d4f4", "#9a6324", "#469990", "#f032e6", "#808000")
+"""A query plan's groups, in plan order (their contributions to a hit's score)."""
 SCORE_COLUMNS = ("detection", "detection_sibling", "intruder", "metadata_agreement", "confidence")
 
 
@@ -125,6 +137,26 @@ def slice_points(report: AuditReport) -> pd.Series:
 def slice_title(s: Any, width: int = 40) -> str:
     """``slice 3: <name>``: how a slice is named in legends and lists."""
     return f"slice {s.id}: {s.name[:width]}"
+
+
+def _slice_order(title: str) -> tuple[int, str]:
+    """Sort key of a slice title: its id (``slice 10`` after ``slice 9``), then the text."""
+    m = re.match(r"slice (\d+)", title)
+    return (int(m.group(1)) if m else 1 << 30, title)
+
+
+def slice_colors(titles: Iterable[str]) -> dict[str, str]:
+    """Colour per slice title (:func:`slice_title`), assigned in slice-id order: the same set of slices always
+    gets the same colours, whoever draws them (passing / failing are left out; see :func:`status_colors`)."""
+    ordered = sorted(set(titles) - {PASSING, FAILING}, key=_slice_order)
+    return {t: SLICE_PALETTE[i % len(SLICE_PALETTE)] for i, t in enumerate(ordered)}
+
+
+def status_colors(report: AuditReport) -> dict[str, str]:
+    """``passing``, ``failing`` and every validated slice's title (slice-id order) -> colour: the colouring of
+    :func:`slice_points` in the explorer's map, the concept-map figure and the slice figures."""
+    validated = [slice_title(s) for s in report.slices if s.stats.validated]
+    return {PASSING: PASSING_COLOR, FAILING: FAILING_COLOR, **slice_colors(validated)}
 
 
 def slice_members(report: AuditReport, slice_id: int) -> pd.DataFrame:

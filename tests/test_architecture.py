@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "sae.interpret": 4,
     "sae.search": 5, "sae.audit": 5,
     "sae.views": 6,
-    "sae.widgets": 7, "sae.viz": 7, "sae.figures": 7, "sae.cli": 7,
+    "sae.widgets": 7, "sae.viz": 7, "sae.viz_explain": 7, "sae.figures": 7, "sae.cli": 7,
 }
 """Layer of each top-level module or package (the longest matching prefix decides); ``sae`` itself only
 re-exports, so it sits on top."""

@@ -1,6 +1,7 @@
 """JupyterLab in a real browser (Debian's chromium driven by Playwright): run the quickstart notebook,
-type into ConceptSearch, lasso in FailureExplorer, edit a label with HTML in it, switch to the dark
-theme, save and reopen. Screenshots and the measured keystroke-to-grid latency go to
+type into ConceptSearch, check FailureExplorer's layout (the map fills the width left of its panel, the
+legend covers no point), lasso in it, colour it by a metadata column, export the selection and add it as a
+slice, edit a label with HTML in it, switch to the dark theme, save and reopen. Screenshots and the measured keystroke-to-grid latency go to
 ``artifacts/screenshots/``.
 
 Skipped (with the reason) when chromium or Playwright is missing, except under CI (``CI`` set), where
@@ -126,6 +127,8 @@ def _run_notebook(page, lab) -> None:
                            "&& window.jupyterapp.shell.currentWidget.sessionContext.session "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'", timeout=120_000)
+    # the file browser closed, as for work in a notebook (with it open, the output is 1,068 px wide in this 1,500 px window)
+    page.evaluate("() => { const s = window.jupyterapp.shell; if (s.collapseLeft && !s.leftCollapsed) s.collapseLeft(); }")
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     done = page.wait_for_function(NB_DONE, timeout=900_000, polling=1000).json_value()
     assert done is True, done
@@ -165,6 +168,92 @@ def _lasso(page) -> str:
     return title.inner_text()
 
 
+EXPLORER = ".widget-hbox:has([data-widget=failure-explorer])"
+
+
+def _map_layout(page) -> dict:
+    """The explorer's rendered sizes, read from the DOM: the map canvas, the side panel and the output area."""
+    page.evaluate("() => { const s = window.jupyterapp.shell; if (s.collapseLeft && !s.leftCollapsed) s.collapseLeft(); }")
+    box = page.locator(EXPLORER).first
+    box.scroll_into_view_if_needed()
+    box.locator(".legend").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+    return box.evaluate("""el => {
+      const w = (n) => n.getBoundingClientRect().width;
+      const canvas = el.querySelector('canvas');
+      return {map_width: w(canvas), map_height: canvas.getBoundingClientRect().height, output_width: w(el.closest('.jp-OutputArea-output')),
+              panel_width: w(el.querySelector('[data-widget=failure-explorer]')),
+              legend_height: el.querySelector('.legend').getBoundingClientRect().height};
+    }""")
+
+
+def _inked(png: bytes) -> int:
+    """Pixels of a screenshot that are not the (white) map background: drawn points."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return int((rgb.min(axis=2) < 245).sum())
+
+
+def _legend_covers(page) -> tuple[int, int]:
+    """(point pixels under the legend, point pixels on the whole map), from a screenshot of the map with the legend
+    hidden: the first must be 0, the second shows that the check sees the points at all."""
+    import io
+
+    from PIL import Image
+
+    box = page.locator(EXPLORER).first
+    legend, canvas = box.locator(".legend").first, box.locator("canvas").first
+    lb, cb = legend.bounding_box(), canvas.bounding_box()
+    assert lb and cb and cb["x"] <= lb["x"] and lb["x"] + lb["width"] <= cb["x"] + cb["width"] + 1 and cb["y"] <= lb["y"]
+    legend.evaluate("e => { e.style.visibility = 'hidden'; }")
+    page.wait_for_timeout(300)
+    shot = canvas.screenshot()
+    legend.evaluate("e => { e.style.visibility = ''; }")
+    img = Image.open(io.BytesIO(shot))
+    k = img.width / cb["width"]  # device pixels per CSS pixel
+    x0, y0 = (lb["x"] - cb["x"]) * k, (lb["y"] - cb["y"]) * k
+    out = io.BytesIO()
+    img.crop((int(x0), int(y0), int(x0 + lb["width"] * k) + 1, int(y0 + lb["height"] * k) + 1)).save(out, format="PNG")
+    return _inked(out.getvalue()), _inked(shot)
+
+
+def _colour_by_column(page) -> tuple[int, int]:
+    """Colour the map by a metadata column from the panel's select box, then back by status; (point pixels under
+    its legend, point pixels on the map) while coloured by the column."""
+    panel = page.locator("[data-widget=failure-explorer]")
+    panel.locator("select.saew-color-by").select_option("artifact")
+    page.wait_for_function("() => [...document.querySelectorAll('.legend')].some((e) => e.textContent.includes('artifact'))",
+                           timeout=30_000)  # the legend is rebuilt for the new colouring
+    page.wait_for_timeout(1500)  # the points move down when the legend grows
+    covers = _legend_covers(page)
+    panel.locator("select.saew-color-by").select_option("status")
+    page.wait_for_function("() => ![...document.querySelectorAll('.legend')].some((e) => e.textContent.includes('artifact'))",
+                           timeout=30_000)
+    page.wait_for_timeout(1000)
+    return covers
+
+
+def _export_and_add_slice(page, selected: int) -> dict:
+    """Export the lasso selection from the panel (the CSV lists exactly the selected items) and add it as a slice."""
+    panel = page.locator("[data-widget=failure-explorer]")
+    panel.get_by_role("button", name="export selection (CSV)").click()
+    page.wait_for_function("el => el.querySelector('.saew-export').textContent.includes('selection-export.csv')",
+                           arg=panel.element_handle(), timeout=30_000)
+    written = Path(panel.locator(".saew-export").inner_text().removeprefix("written: ").strip())
+    lines = written.read_text().splitlines()
+    assert lines[0] == "id,row,failing,status" and len(lines) == selected + 1
+    panel.locator("input.saew-slice-name").fill("browser lasso")
+    panel.get_by_role("button", name="add selection as slice").click()
+    added = panel.locator(".saew-slices > div", has_text="browser lasso")
+    added.wait_for(timeout=30_000)
+    assert "hand-made" in added.inner_text() and "not validated" in added.inner_text() and not panel.locator(".saew-error").inner_text()
+    return {"exported_rows": len(lines) - 1, "added_slice": added.inner_text()}
+
+
 def _edit_label_with_html(page, dialogs: list) -> None:
     fb = page.locator("[data-widget=feature-browser]")
     fb.scroll_into_view_if_needed()
@@ -199,8 +288,17 @@ def test_quickstart_in_jupyterlab(lab):
         _run_notebook(page, lab)
         run_s = time.time() - t0
         latencies = _type_queries(page)
+        layout = _map_layout(page)
+        assert layout["map_width"] > 0.6 * layout["output_width"], layout  # the map fills the width left of the panel ...
+        assert layout["map_width"] >= layout["output_width"] - layout["panel_width"] - 48, layout  # ... but jscatter's toolbar
+        assert layout["map_height"] >= 500 and abs(layout["panel_width"] - 420) <= 2, layout
+        under, control = _legend_covers(page)
+        assert under == 0 and control > 0, (under, control)  # the legend covers no point ...
+        under, control = _colour_by_column(page)
+        assert under == 0 and control > 0, (under, control)  # ... coloured by a metadata column either
         selected = _lasso(page)
         assert "items selected" in selected and int(selected.split()[0]) > 0
+        explorer = _export_and_add_slice(page, int(selected.split()[0]))
         _edit_label_with_html(page, dialogs)
         _shots(page, "light", lab["shots"])
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
@@ -212,7 +310,8 @@ def test_quickstart_in_jupyterlab(lab):
         browser.close()
     lat = sorted(latencies)
     report = {"queries": QUERIES, "latency_ms": latencies, "p50_ms": lat[len(lat) // 2], "max_ms": lat[-1],
-              "notebook_run_s": round(run_s, 1), "lasso": selected, "reopened": reopened, "full_demo": lab["full"]}
+              "notebook_run_s": round(run_s, 1), "lasso": selected, "reopened": reopened, "full_demo": lab["full"],
+              "map_layout_px": layout, "map_share_of_output": round(layout["map_width"] / layout["output_width"], 3), **explorer}
     (lab["shots"] / "browser-test.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
 

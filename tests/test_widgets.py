@@ -304,3 +304,206 @@ def test_concept_search_shows_the_plan_notes(wb):
     assert cs.notes[len(plan.notes):] == list(cs.result.notes)
     _send(cs, type="negate", features=[c["feature"] for c in cs.chips])  # refused: the plan (and its notes) stay
     assert cs.hits == [] and cs.error.startswith("no results: ") and note in cs.notes
+
+
+def _own_report(report):
+    """The module's report with its own slice list: a test may add slices without changing the others' report."""
+    import dataclasses
+
+    return dataclasses.replace(report, slices=list(report.slices))
+
+
+def test_add_selection_slice_lists_exactly_the_rows_and_is_never_validated(report, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from sae.audit.hand import NOT_VALIDATED, add_selection_slice, next_selection_name
+    from sae.audit.slices import describe_members, slice_rows
+    from sae.errors import SaeError
+
+    rep = _own_report(report)
+    failed, hold = rep.signal.failed, rep.holdout
+    rows = np.concatenate([np.flatnonzero(failed)[:25], np.flatnonzero(~failed)[:15]])
+    assert np.isin(rows, hold).any() and (~np.isin(rows, hold)).any()  # both sides of the split
+    before = len(rep.slices)
+    assert next_selection_name(rep) == "selection 1"
+    s = add_selection_slice(rep, rows[::-1], "  my lasso  ")
+    assert rep.slices[-1] is s and s.id == before and len(report.slices) == before
+    assert s.kind == "selection" and s.name == "my lasso" and s.concepts == [] and not s.stats.validated
+    assert s.stats.why_not == NOT_VALIDATED and "looking at the items" in s.stats.why_not
+    want = np.unique(rows)
+    assert s.mask is not None and s.mask.dtype == bool and len(s.mask) == len(failed) and s.mask.sum() == len(want)
+    assert np.array_equal(slice_rows(rep.index, s), want)
+    assert np.array_equal(np.sort(rep.members(s.id)["row"].to_numpy()), want)
+    disc_rows, held_rows = want[~np.isin(want, hold)], want[np.isin(want, hold)]
+    assert s.stats.discovery == describe_members(failed, disc_rows) and s.stats.holdout == describe_members(failed, held_rows)
+    assert s.stats.holdout_lift == pytest.approx(failed[held_rows].mean() / failed[hold].mean())
+    assert s.stats.cluster_size == len(s.cluster_rows) == int(failed[disc_rows].sum())
+    assert 0 < s.stats.holdout_p < 1 and np.isnan(s.stats.holdout_q)
+    assert next_selection_name(rep) == "selection 2"
+
+    table = rep.slice_table().iloc[-1]
+    assert (table["slice"], table["kind"], table["validated"], table["holdout_members"]) == (s.id, "selection", False, len(held_rows))
+    members = rep.member_table()
+    mine = members[members["slice"] == s.id]
+    assert mine["row"].tolist() == want.tolist() and not mine["validated"].any()
+    assert mine["side"].tolist() == np.where(np.isin(want, hold), "holdout", "discovery").tolist()
+    assert (mine["failing"].to_numpy() == failed[want]).all()
+    folder = rep.save(tmp_path / "with-selection")
+    saved = pd.read_parquet(folder / "members.parquet")
+    assert saved[saved["slice"] == s.id]["row"].tolist() == want.tolist()
+    assert pd.read_parquet(folder / "slices.parquet")["kind"].tolist()[-1] == "selection"
+
+    n = len(rep.slices)
+    for bad, match in (([], "empty"), ([len(failed)], "within 0.."), ([-1], "within 0.."), ([0.5], "integers")):
+        with pytest.raises(SaeError, match=match):
+            add_selection_slice(rep, bad, "x")
+    with pytest.raises(SaeError, match="name"):
+        add_selection_slice(rep, rows, "   ")
+    with pytest.raises(SaeError, match="held-out rows"):
+        add_selection_slice(dataclasses.replace(rep, holdout=None), rows, "x")
+    assert len(rep.slices) == n  # a refusal adds nothing
+
+
+def test_failure_explorer_fills_the_width_and_keeps_the_legend_off_the_points(wb, report):
+    from sae.errors import SaeError
+    from sae.widgets import FailureExplorer
+    from sae.widgets.failure_explorer import LEGEND_PAD_PX, LEGEND_ROW_PX, PANEL_PX
+
+    fe = FailureExplorer(report, wb)
+    assert fe.scatter.height() == fe.panel.height == 560 and fe.scatter.width() == "auto"
+    assert fe.scatter.widget.layout.flex == "1 1 0%" and fe.panel.layout.flex == f"0 0 {PANEL_PX}px"
+    assert fe.scatter.legend()["position"] == "top-right" and not fe.scatter.widget.axes
+
+    def free_band_ok(entries: int) -> bool:  # every point lies below the band the legend needs
+        band = ((1 + entries) * LEGEND_ROW_PX + LEGEND_PAD_PX) / fe.scatter.height()
+        ys = np.asarray(fe.scatter.widget.points)[:, 1]
+        return bool(ys.max() <= 1 - 2 * band + 1e-9 and ys.min() >= -1)
+
+    legend = fe.scatter.widget.legend_encoding["color"]["values"]
+    assert free_band_ok(len(legend))
+    first = np.asarray(fe.scatter.widget.points).copy()
+    sent: list = []  # the map drops a points update that arrives while it draws the previous one: one per colouring
+    fe.scatter.widget.observe(lambda ch: sent.append(np.asarray(ch["new"]).copy()), names="points")
+    fe.color_by("region")
+    entries = len(fe.scatter.widget.legend_encoding["color"]["values"])
+    assert entries == wb.meta["region"].nunique() > len(legend) and free_band_ok(entries)
+    assert len(sent) == 1 and np.asarray(fe.scatter.widget.points)[:, 1].max() < first[:, 1].max()  # the points moved down
+    assert not fe.scatter.widget.transition_points  # drawn at once: the map takes no update while it animates
+    moved = sent[-1].copy()
+    fe.color_by("artifact")  # as many legend entries: the same band, the colours alone change (one update)
+    assert wb.meta["artifact"].nunique() == entries and len(sent) == 2 and np.allclose(sent[-1][:, :2], moved[:, :2])
+    assert not np.allclose(sent[-1][:, 2], moved[:, 2])
+    fe.color_by("brain_fraction")  # another band: again one update
+    assert len(sent) == 3 and free_band_ok(5)
+    fe.color_by("status")
+    assert len(sent) == 4 and free_band_ok(len(legend))
+    assert np.allclose(np.asarray(fe.scatter.widget.points)[:, :2], first[:, :2])  # back where they were
+    tall = FailureExplorer(report, wb, height=720)
+    assert tall.scatter.height() == tall.panel.height == 720
+    for bad in (50, "tall", True):
+        with pytest.raises(SaeError, match="height"):
+            FailureExplorer(report, wb, height=bad)
+
+
+def test_failure_explorer_colors_by_status_metadata_and_features(wb, report):
+    from sae.errors import SaeError
+    from sae.views import status_colors
+    from sae.widgets import FailureExplorer
+    from sae.widgets.failure_explorer import MAX_CATEGORIES, _categories
+
+    fe = FailureExplorer(report, wb)
+    status_legend = fe.scatter.widget.legend_encoding["color"]["values"]
+    assert fe.coloring == fe.panel.color == "status" and {v[0] for v in status_legend} <= set(status_colors(report))
+    values = [c["value"] for c in fe.panel.color_choices]
+    concepts = list(dict.fromkeys(f for s in report.slices for f in s.concepts))
+    assert values == ["status", *[c for c in wb.meta.columns if c != "id"], *[f"feature #{f}" for f in concepts]] and concepts
+
+    _send(fe.panel, type="color", what="artifact")  # categorical: a palette, one entry per value
+    enc = fe.scatter.widget.legend_encoding["color"]
+    assert fe.panel.error == "" and fe.coloring == fe.panel.color == "artifact" and enc["categorical"]
+    assert [v[0] for v in enc["values"]] == sorted(wb.meta["artifact"].unique()) and enc["variable"] == "artifact"
+    assert fe.scatter.color_data.astype(str).tolist() == wb.meta["artifact"].astype(str).tolist()
+
+    _send(fe.panel, type="color", what="brain_fraction")  # numeric: a continuous colormap over its range
+    enc, data = fe.scatter.widget.legend_encoding["color"], wb.meta["brain_fraction"].to_numpy(float)
+    assert not enc["categorical"] and np.allclose(fe.scatter.color_data.to_numpy(), data)
+    assert enc["values"][0][0] == pytest.approx(data.min()) and enc["values"][-1][0] == pytest.approx(data.max())
+
+    f = concepts[0]
+    _send(fe.panel, type="color", what=f"feature #{f}")  # a feature: its activation, 0 where it does not fire
+    acts = fe.scatter.color_data.to_numpy()
+    assert fe.panel.error == "" and fe.coloring == f"feature #{f}"
+    assert np.allclose(acts, wb.index.ratio_at(f, np.arange(len(acts))))
+    assert np.array_equal(np.flatnonzero(acts > 0), wb.index.active_rows(f)) and (acts == 0).any()
+    assert fe.color_by(int(concepts[-1])) == f"feature #{concepts[-1]}" and fe.color_by("#3") == "feature #3"
+
+    for bad in ("nope", "id", 10_000, "feature #-1"):
+        with pytest.raises(SaeError, match="status.*artifact.*feature number 0..47"):
+            fe.color_by(bad)
+    _send(fe.panel, type="color", what="nope")
+    assert "cannot colour by 'nope'" in fe.panel.error and fe.coloring == "feature #3"
+    _send(fe.panel, type="color", what="status")
+    assert fe.scatter.widget.legend_encoding["color"]["values"] == status_legend and fe.panel.error == ""
+
+    import pandas as pd
+
+    many = pd.Series([f"v{i % 12}" for i in range(120)] + ["v0"] * 30 + [None] * 25)  # 13 values: 12 + missing
+    cats, cmap = _categories(many)
+    assert len(cmap) == MAX_CATEGORIES and list(cmap)[-1] == "other (6 values)" and "(missing)" in cmap
+    assert list(cats.categories) == list(cmap) and (cats == "v0").sum() == 40 and (cats == "(missing)").sum() == 25
+    assert (cats == "other (6 values)").sum() == 60 and len(set(cmap.values())) == len(cmap)
+
+
+def test_failure_explorer_exports_and_adds_the_selection(wb, report, tmp_path):
+    import pandas as pd
+
+    from sae.errors import SaeError
+    from sae.widgets import FailureExplorer
+
+    rep = _own_report(report)
+    fe = FailureExplorer(rep, wb)
+    with pytest.raises(SaeError, match="nothing is selected"):
+        fe.export_selection(tmp_path / "empty.csv")
+    _send(fe.panel, type="export_selection")
+    assert "nothing is selected" in fe.panel.error and not (tmp_path / "empty.csv").exists()
+    _send(fe.panel, type="add_selection", name="x")
+    assert "empty" in fe.panel.error and len(rep.slices) == len(report.slices)
+
+    failed = rep.signal.failed
+    rows = np.concatenate([np.flatnonzero(failed)[:12], np.flatnonzero(~failed)[5:20]])
+    fe.scatter.widget.selection = rows  # a lasso
+    concepts = fe.selected_concepts()
+    assert {"n_in_selection", "n_overall"} <= set(concepts.columns) and len(concepts)
+    for c in concepts.itertuples():
+        assert c.n_in_selection == np.isin(wb.index.active_rows(c.feature), rows).sum() and c.n_in_selection <= c.n_overall
+    assert fe.panel.selection["concepts"][0]["n_in_selection"] == concepts["n_in_selection"].iloc[0]
+
+    path = fe.export_selection(tmp_path / "sel" / "picked.csv")
+    out = pd.read_csv(path)
+    want = np.unique(rows)
+    assert path == tmp_path / "sel" / "picked.csv" and fe.panel.export_path == str(path)
+    assert out.columns.tolist() == ["id", "row", "failing", "status"] and out["row"].tolist() == want.tolist()
+    assert out["id"].astype(str).tolist() == [str(i) for i in rep.ids[want]] and out["failing"].tolist() == failed[want].tolist()
+    assert out["status"].tolist() == fe.status.to_numpy()[want].tolist()
+    assert not [p for p in path.parent.iterdir() if p.name != "picked.csv"]  # written atomically: no temporary left
+    _send(fe.panel, type="export_selection")
+    assert fe.panel.error == "" and fe.panel.export_path.endswith("selection-export.csv")
+    assert pd.read_csv(fe.panel.export_path)["row"].tolist() == want.tolist()
+    queue = pd.read_csv(fe.export_queue(tmp_path / "queue.csv"))
+    assert len(queue) == len(rep.queue) and queue.columns.tolist() == rep.queue.columns.tolist()  # still the queue
+
+    assert fe.panel.next_name == "selection 1"
+    _send(fe.panel, type="add_selection", name="  ")
+    assert "name" in fe.panel.error and len(rep.slices) == len(report.slices)
+    _send(fe.panel, type="add_selection", name="lasso A")
+    added = rep.slices[-1]
+    assert fe.panel.error == "" and added.name == "lasso A" and added.kind == "selection" and len(report.slices) == len(rep.slices) - 1
+    row = fe.panel.slices[-1]
+    assert (row["slice"], row["name"], row["kind"], row["validated"]) == (added.id, "lasso A", "selection", False)
+    assert fe.panel.selected_slice == added.id and fe.panel.next_name == "selection 2" and "looking at the items" in row["why_not"]
+    _send(fe.panel, type="clear")
+    _send(fe.panel, type="slice", slice=added.id)
+    assert np.array_equal(fe.selection, want)
+    assert fe.add_selection().name == "selection 2" and fe.panel.next_name == "selection 3"

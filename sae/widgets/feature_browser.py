@@ -1,4 +1,8 @@
-"""``FeatureBrowser``: find features by label text, score and density; a card with the evidence; edit labels."""
+"""``FeatureBrowser``: find features by label text, score and density (a paged list); a card with the evidence;
+an item viewer (a thumbnail's id, metadata and top concepts); edit labels.
+
+A hand-edited label has no scores until it is re-scored: the label table keeps the replaced label's scores, so
+the browser shows the edited feature as "not scored (edited by hand)" rather than numbers about another label."""
 
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from sae.widgets._base import View, asset
 from sae.widgets.workbench import Workbench
 
 SORTS = ("score", "rate", "feature", "label")
+FILTERS = ["filter_text", "min_score", "min_rate", "max_rate", "sort_by", "page_size"]
+"""Traits whose change starts the list again from its first page."""
+NOT_SCORED = "not scored (edited by hand)"
+LIST_COLUMNS = ["feature", "label", "score", "rate", "edited"]
 
 
 def _clean(v):
@@ -25,11 +33,35 @@ def _clean(v):
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
+    """Rows of ``frame`` as JSON-safe dicts (what the views sync)."""
     return [{k: _clean(v) for k, v in r.items()} for r in frame.to_dict("records")]
 
 
+def _text(v: object) -> str:
+    """A metadata value as text ("" when missing): the viewer shows it as text, never as HTML."""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return ""
+    return str(v)
+
+
+def _unscored(table: pd.DataFrame) -> pd.DataFrame:
+    """The feature table with hand-edited features' scores removed (they scored the replaced label)."""
+    out = table.copy()
+    out.loc[out["edited"].to_numpy(bool), "score"] = np.nan
+    return out
+
+
+def _row_of(msg: dict) -> int:
+    """The item row a message names (bad input is an error shown in the view, not a crash)."""
+    try:
+        return int(msg["row"])
+    except (KeyError, TypeError, ValueError):
+        raise SaeError(f"an item message needs an integer row, not {msg.get('row')!r}") from None
+
+
 class FeatureBrowser(View):
-    """Browse a run's features: filter by label text, score and density, open a card, edit its label."""
+    """Browse a run's features: filter by label text, score and density, page through them, open a card, look
+    at an item large with its metadata and concepts, edit a label."""
 
     _esm = traitlets.Unicode(asset("common.js", "feature_browser.js")).tag(sync=True)
     filter_text = traitlets.Unicode("").tag(sync=True)
@@ -37,24 +69,40 @@ class FeatureBrowser(View):
     min_rate = traitlets.Float(0.0).tag(sync=True)
     max_rate = traitlets.Float(1.0).tag(sync=True)
     sort_by = traitlets.Enum(SORTS, "score").tag(sync=True)
-    limit = traitlets.Int(300).tag(sync=True)
+    page = traitlets.Int(0).tag(sync=True)
+    """The list page shown (0-based); a filter change goes back to 0, a page past the last shows the last."""
+    page_size = traitlets.Int(100).tag(sync=True)
     rows: traitlets.List = traitlets.List().tag(sync=True)
+    """The current page of matching features."""
     n_matched = traitlets.Int(0).tag(sync=True)
+    page_text = traitlets.Unicode("").tag(sync=True)
+    """What the list shows of the matches, e.g. ``features 101-200 of 512``."""
     selected = traitlets.Int(-1).tag(sync=True)
     card = traitlets.Dict().tag(sync=True)
     top_images = traitlets.List(traitlets.Bytes()).tag(sync=True)
     quantile_images = traitlets.List(traitlets.Bytes()).tag(sync=True)
+    item = traitlets.Dict().tag(sync=True)
+    """The item open in the viewer (see :meth:`item_details`); ``{}`` when the viewer is closed."""
 
     def __init__(self, workbench: Workbench, feature: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.wb = workbench
-        self._table = workbench.feature_table()
-        self.observe(lambda _: self.guard(self.refresh), names=["filter_text", "min_score", "min_rate", "max_rate", "sort_by", "limit"])
+        self._table = _unscored(workbench.feature_table())
+        self.observe(lambda _: self.guard(self._refilter), names=FILTERS)
+        self.observe(lambda _: self.guard(self.refresh), names="page")
         self.observe(lambda ch: self.guard(self._show_synced, ch["new"]), names="selected")
         workbench.on("feature", self._linked)
         self.refresh()
         if feature is not None:
             self.selected = int(feature)
+
+    @traitlets.validate("page")
+    def _valid_page(self, proposal) -> int:
+        return max(0, int(proposal["value"]))
+
+    @traitlets.validate("page_size")
+    def _valid_page_size(self, proposal) -> int:
+        return max(1, int(proposal["value"]))
 
     # -- the list ------------------------------------------------------------------------------
     def matches(self) -> pd.DataFrame:
@@ -72,13 +120,31 @@ class FeatureBrowser(View):
         return t[keep].sort_values([self.sort_by, "feature"], ascending=[asc, True], kind="stable", na_position="last")
 
     def refresh(self) -> None:
+        """Recompute the matches and show the current page (a page past the last one moves to the last)."""
         m = self.matches()
-        self.n_matched = len(m)
-        self.rows = records(m.head(self.limit)[["feature", "label", "score", "rate", "edited"]])
+        last = max(0, (len(m) - 1) // self.page_size)
+        if self.page > last:
+            self.page = last  # its observer shows that page
+            return
+        start = self.page * self.page_size
+        shown = m.iloc[start:start + self.page_size]
+        with self.hold_sync():
+            self.n_matched = len(m)
+            self.rows = records(shown[LIST_COLUMNS])
+            self.page_text = f"features {start + 1}-{start + len(shown)} of {len(m)}" if len(m) else "no feature matches"
+
+    def _refilter(self) -> None:
+        """A filter changed: back to the first page (its observer refreshes), or refresh when already there."""
+        if self.page != 0:
+            self.page = 0
+        else:
+            self.refresh()
 
     # -- the card ------------------------------------------------------------------------------
     def show(self, feature: int) -> None:
-        """Open a feature's card (label, scores, thumbnails, histogram, enrichment, siblings, edits)."""
+        """Open a feature's card (label, scores, thumbnails, histogram, enrichment, siblings, edits); the item
+        viewer closes (its thumbnail is gone). A hand-edited label's scores are left out (see the module doc)."""
+        self.item = {}
         if feature < 0:
             self.card, self.top_images, self.quantile_images = {}, [], []
             return
@@ -87,16 +153,19 @@ class FeatureBrowser(View):
         row = self._table.iloc[int(feature)]
         counts, edges = card.histogram(30)
         enr = card.enriched
+        edited = card.edited_by is not None
         self.card = {
             "feature": card.feature, "label": str(row["label"]), "status": str(row["status"]),
             "description": card.description,
-            "scores": {k: _clean(v) for k, v in card.scores.items()},
+            "scores": {} if edited else {k: _clean(v) for k, v in card.scores.items()},
+            "score_note": NOT_SCORED if edited else "",
             "stats": {k: _clean(v) for k, v in card.stats.items()},
             "hist": {"counts": counts.astype(int).tolist(), "edges": edges.astype(float).tolist(), "q90": _clean(card.stats.get("q90"))},
             "enriched": records(enr[["text", "active_frac", "base_frac", "lift", "q"]]) if len(enr) else [],
             "siblings": records(card.siblings[[c for c in ("feature", "label", "jaccard", "decoder_cos") if c in card.siblings]]),
             "top": self._items(card.top.head(12)), "quantiles": self._items(card.quantiles.head(10)),
-            "coverage": [{"term": t, "share": _clean(c)} for t, c in card.coverage], "unsupported": list(card.unsupported),
+            "coverage": [] if edited else [{"term": t, "share": _clean(c)} for t, c in card.coverage],
+            "unsupported": [] if edited else list(card.unsupported),
             "edited_by": _clean(card.edited_by), "edited_at": _clean(card.edited_at),
             "images": wb.has_images,
         }
@@ -112,14 +181,38 @@ class FeatureBrowser(View):
         return [{"row": int(r), "id": str(i), "activation": float(a), "caption": c}
                 for r, i, a, c in zip(rows, items["id"], items["activation"], self.wb.captions(rows))]
 
+    # -- the item viewer -----------------------------------------------------------------------
+    def item_details(self, row: int, n_concepts: int = 8) -> dict:
+        """What the viewer shows of one item: its row, id, caption, every metadata column but ``id`` as text,
+        and its strongest features (by calibrated presence) with their labels."""
+        meta = self.wb.meta
+        if not 0 <= int(row) < len(meta):
+            raise SaeError(f"unknown item row {row}; the store has rows 0..{len(meta) - 1}")
+        values = meta.iloc[int(row)]
+        top = self.wb.item_features(int(row), n_concepts)
+        return {
+            "row": int(row), "id": str(values["id"]), "caption": self.wb.captions([int(row)])[0],
+            "metadata": {str(k): _text(v) for k, v in values.items() if k != "id"},
+            "concepts": [{"feature": int(f), "label": str(lab), "presence": float(p)}
+                         for f, lab, p in zip(top["feature"], top["label"], top["presence"])],
+        }
+
+    def _on_item(self, msg: dict) -> None:
+        """Open an item in the viewer (``row`` < 0 closes it)."""
+        row = _row_of(msg)
+        self.item = {}
+        if row >= 0:
+            self.item = self.item_details(row)
+
     # -- edits and links -----------------------------------------------------------------------
     def edit_label(self, feature: int, label: str, description: str = "", author: str | None = None) -> dict:
-        """Replace a feature's label by hand (recorded with provenance; see :mod:`sae.interpret.edits`)."""
+        """Replace a feature's label by hand (recorded with provenance; see :mod:`sae.interpret.edits`); the list
+        and the open card are rebuilt at once, showing the new label as not scored."""
         rec = self.wb.edit_label(int(feature), label, description, author)
-        self._table = self.wb.feature_table()
+        self._table = _unscored(self.wb.feature_table())
         self.refresh()
         if self.selected == int(feature):
-            self.show(int(feature))
+            self._show_synced(int(feature))
         return rec
 
     def _linked(self, feature: int) -> None:

@@ -477,7 +477,8 @@ def test_failure_explorer_exports_and_adds_the_selection(wb, report, tmp_path):
     concepts = fe.selected_concepts()
     assert {"n_in_selection", "n_overall"} <= set(concepts.columns) and len(concepts)
     for c in concepts.itertuples():
-        assert c.n_in_selection == np.isin(wb.index.active_rows(c.feature), rows).sum() and c.n_in_selection <= c.n_overall
+        firm = rep.index.active_rows(c.feature)  # the audit's reading of "fires" (firm activations)
+        assert c.n_in_selection == np.isin(firm, rows).sum() and c.n_in_selection <= c.n_overall == len(firm)
     assert fe.panel.selection["concepts"][0]["n_in_selection"] == concepts["n_in_selection"].iloc[0]
 
     path = fe.export_selection(tmp_path / "sel" / "picked.csv")

@@ -146,7 +146,8 @@ class FailureExplorer(ipywidgets.VBox):
 
     def selected_concepts(self, n: int = 12) -> pd.DataFrame:
         """Concepts enriched in the selection against the other items (Fisher exact, BH q), with the items where each
-        fires inside the selection (``n_in_selection``) and among all items (``n_overall``)."""
+        fires inside the selection (``n_in_selection``) and among all items (``n_overall``); a concept "fires" as in the
+        audit (its firm activations, :mod:`sae.audit.firm`), so the panel and the slices count alike."""
         from sae.audit.enrichment import concept_enrichment
 
         cols = ["feature", "label", "n_in_selection", "n_overall", "lift", "q"]
@@ -154,7 +155,7 @@ class FailureExplorer(ipywidgets.VBox):
         flag[self._rows] = True
         if flag.sum() < 1 or flag.all():
             return pd.DataFrame(columns=cols)
-        enr = concept_enrichment(self.wb.index, flag, self.wb.labels.mapping(), min_active=3)
+        enr = concept_enrichment(self.report.index or self.wb.index, flag, self.wb.labels.mapping(), min_active=3)
         enr = enr.rename(columns={"n_failed": "n_in_selection", "n_active": "n_overall"})  # the flag here is "selected"
         return enr[(enr["q"] < 0.05) & (enr["lift"] > 1)].head(n).reset_index(drop=True)[cols]
 

@@ -31,7 +31,8 @@ function render({ model, el }) {
   function drawChips() {
     const groups = new Map();
     for (const c of model.get("chips")) {
-      const key = c.group >= 0 ? "g" + c.group : "f" + c.feature;
+      // the same grouping as QueryPlan.groups(): an excluded (or soft) member of an OR-group is a group of its own
+      const key = c.group >= 0 ? "g" + c.group + (c.negated ? "-not" : "") + (c.required ? "" : "-soft") : "f" + c.feature;
       if (!groups.has(key)) groups.set(key, []);
       groups.get(key).push(c);
     }
@@ -108,7 +109,7 @@ function render({ model, el }) {
   model.on("change:hit_features", drawSide);
   model.on("change:status", () => { status.textContent = model.get("status"); });
   model.on("change:error", drawError);
-  model.on("change:query", () => { if (document.activeElement !== box) box.value = model.get("query"); });
+  model.on("change:query", () => { open.clear(); if (document.activeElement !== box) box.value = model.get("query"); });
   drawChips(); drawGrid(); drawSide(); drawError();
   return () => imageUrls([], urls);
 }

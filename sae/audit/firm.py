@@ -22,7 +22,7 @@ class FirmIndex(ConceptIndex):
     """A :class:`ConceptIndex` whose features fire only where their ratio is at least ``min_ratio``.
 
     It shares the postings of the index it is made from (no copy of the codes); ``active_rows``,
-    ``count_active``, ``posting`` and ``ratio_at`` (hence ``presence_at`` and the scores of
+    ``count_active`` (through ``_kept_entries``), ``posting`` and ``ratio_at`` (hence ``presence_at`` and the scores of
     :meth:`search`) see only the firm activations."""
 
     min_ratio: float
@@ -37,6 +37,8 @@ class FirmIndex(ConceptIndex):
         if min_ratio <= 0:
             return index
         if isinstance(index, FirmIndex):
+            if index.min_ratio == float(min_ratio):
+                return index
             index = index.base
         firm = cls.__new__(cls)
         firm.__dict__.update(index.__dict__)
@@ -58,17 +60,9 @@ class FirmIndex(ConceptIndex):
         keep = presence >= np.float32(min(self.min_ratio, 1.0))
         return rows[keep], presence[keep]
 
-    def count_active(self, flag: np.ndarray, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per feature: items where it fires firmly, and how many of them have ``flag``, within ``within`` rows."""
-        keep = self._firm
-        if within is not None:
-            mask = np.zeros(self.n_rows, bool)
-            mask[within] = True
-            keep = keep & mask[self._rows]
-        feat, rows = self._entry_feature[keep], self._rows[keep]
-        n_active = np.bincount(feat, minlength=self.n_latents)
-        n_flag = np.bincount(feat, weights=flag[rows], minlength=self.n_latents).astype(np.int64)
-        return n_active, n_flag
+    def _kept_entries(self) -> np.ndarray:
+        """Only the firm entries count (:meth:`ConceptIndex.count_active` reads this)."""
+        return self._firm
 
     def ratio_at(self, feature: int, rows: np.ndarray, rows_sorted: bool = False) -> np.ndarray:
         """The base ratio where it is firm, 0 elsewhere."""

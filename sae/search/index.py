@@ -179,15 +179,19 @@ class ConceptIndex:
     def _entry_feature(self) -> np.ndarray:
         return self.postings.entry_feature
 
+    def _kept_entries(self) -> np.ndarray | None:
+        """Posting entries that count as the feature firing (None: every one; the audit's firm view keeps fewer)."""
+        return None
+
     def count_active(self, flag: np.ndarray, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per feature: items where it fires, and how many of them have ``flag`` (bool per row), within ``within`` rows."""
-        if within is None:
-            feat, rows = self._entry_feature, self._rows
-        else:
+        keep = self._kept_entries()
+        if within is not None:
             mask = np.zeros(self.n_rows, bool)
             mask[within] = True
             inside = mask[self._rows]
-            feat, rows = self._entry_feature[inside], self._rows[inside]
+            keep = inside if keep is None else keep & inside
+        feat, rows = (self._entry_feature, self._rows) if keep is None else (self._entry_feature[keep], self._rows[keep])
         n_active = np.bincount(feat, minlength=self.n_latents)
         n_flag = np.bincount(feat, weights=flag[rows], minlength=self.n_latents).astype(np.int64)
         return n_active, n_flag

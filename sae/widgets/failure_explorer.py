@@ -155,7 +155,7 @@ class FailureExplorer(ipywidgets.VBox):
         flag[self._rows] = True
         if flag.sum() < 1 or flag.all():
             return pd.DataFrame(columns=cols)
-        enr = concept_enrichment(self.report.index or self.wb.index, flag, self.wb.labels.mapping(), min_active=3)
+        enr = concept_enrichment(self.report.index if self.report.index is not None else self.wb.index, flag, self.wb.labels.mapping(), min_active=3)
         enr = enr.rename(columns={"n_failed": "n_in_selection", "n_active": "n_overall"})  # the flag here is "selected"
         return enr[(enr["q"] < 0.05) & (enr["lift"] > 1)].head(n).reset_index(drop=True)[cols]
 

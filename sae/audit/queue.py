@@ -17,8 +17,9 @@ from sae.search.plan import Concept, QueryPlan
 
 def lookalike_plan(examples: ExamplePlanner, s: Slice) -> QueryPlan:
     concepts = [Concept(f, 1.0, False, lab, "slice rule", group=i) for i, (f, lab) in enumerate(zip(s.concepts, s.labels))]
-    concepts += [Concept(a, 1.0, False, lab, "slice rule (or)", group=i) for i, (f, lab) in enumerate(zip(s.concepts, s.labels))
-                 for a in s.alternatives.get(f, ())]
+    names = examples.labels or {}  # an alternative shows its own label, not the concept term it stands in for
+    concepts += [Concept(a, 1.0, False, names.get(a, lab), "slice rule (or)", group=i)
+                 for i, (f, lab) in enumerate(zip(s.concepts, s.labels)) for a in s.alternatives.get(f, ())]
     concepts += [Concept(f, 1.0, True, lab, "slice rule") for f, lab in zip(s.negated, s.negated_labels)]
     rule = QueryPlan(f"look-alikes of slice {s.id}: {s.name}", tuple(concepts), planner="slice-rule")
     return compose(examples.plan(s.prototypes), rule)

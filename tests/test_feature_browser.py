@@ -115,8 +115,10 @@ def test_static_source_of_the_fixes():
     thumb_rules = [line for line in css.splitlines() if ".saew-thumb" in line or line.startswith("  ")]
     assert "overflow-wrap: anywhere" in css and "text-overflow: ellipsis" in css and "width: 86px" in css and thumb_rules
     assert all(rule.startswith(".saew-features") for rule in css.split("\n") if rule and not rule.startswith(" "))
-    assert 'type: "item"' in js and '"Escape"' in js and "card.scrollTop = 0" in js and 'model.set("page"' in js
-    assert "innerHTML" not in js
+    common = (STATIC / "common.js").read_text()
+    assert "viewer.open(" in js and 'type: "item"' in common and '"Escape"' in common
+    assert "card.scrollTop = 0" in js and 'model.set("page"' in js
+    assert "innerHTML" not in js + common
 
 
 HARNESS = r"""

@@ -12,6 +12,7 @@ import traitlets
 
 from sae.errors import SaeError
 from sae.widgets._base import View, asset
+from sae.widgets.items import ItemViewing
 from sae.widgets.workbench import Workbench
 
 SORTS = ("score", "rate", "feature", "label")
@@ -37,13 +38,6 @@ def records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _clean(v) for k, v in r.items()} for r in frame.to_dict("records")]
 
 
-def _text(v: object) -> str:
-    """A metadata value as text ("" when missing): the viewer shows it as text, never as HTML."""
-    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-        return ""
-    return str(v)
-
-
 def _unscored(table: pd.DataFrame) -> pd.DataFrame:
     """The feature table with hand-edited features' scores removed (they scored the replaced label)."""
     out = table.copy()
@@ -51,15 +45,7 @@ def _unscored(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _row_of(msg: dict) -> int:
-    """The item row a message names (bad input is an error shown in the view, not a crash)."""
-    try:
-        return int(msg["row"])
-    except (KeyError, TypeError, ValueError):
-        raise SaeError(f"an item message needs an integer row, not {msg.get('row')!r}") from None
-
-
-class FeatureBrowser(View):
+class FeatureBrowser(ItemViewing, View):
     """Browse a run's features: filter by label text, score and density, page through them, open a card, look
     at an item large with its metadata and concepts, edit a label."""
 
@@ -81,9 +67,6 @@ class FeatureBrowser(View):
     card = traitlets.Dict().tag(sync=True)
     top_images = traitlets.List(traitlets.Bytes()).tag(sync=True)
     quantile_images = traitlets.List(traitlets.Bytes()).tag(sync=True)
-    item = traitlets.Dict().tag(sync=True)
-    """The item open in the viewer (see :meth:`item_details`); ``{}`` when the viewer is closed."""
-
     def __init__(self, workbench: Workbench, feature: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.wb = workbench
@@ -180,29 +163,6 @@ class FeatureBrowser(View):
         rows = items["row"].to_numpy()
         return [{"row": int(r), "id": str(i), "activation": float(a), "caption": c}
                 for r, i, a, c in zip(rows, items["id"], items["activation"], self.wb.captions(rows))]
-
-    # -- the item viewer -----------------------------------------------------------------------
-    def item_details(self, row: int, n_concepts: int = 8) -> dict:
-        """What the viewer shows of one item: its row, id, caption, every metadata column but ``id`` as text,
-        and its strongest features (by calibrated presence) with their labels."""
-        meta = self.wb.meta
-        if not 0 <= int(row) < len(meta):
-            raise SaeError(f"unknown item row {row}; the store has rows 0..{len(meta) - 1}")
-        values = meta.iloc[int(row)]
-        top = self.wb.item_features(int(row), n_concepts)
-        return {
-            "row": int(row), "id": str(values["id"]), "caption": self.wb.captions([int(row)])[0],
-            "metadata": {str(k): _text(v) for k, v in values.items() if k != "id"},
-            "concepts": [{"feature": int(f), "label": str(lab), "presence": float(p)}
-                         for f, lab, p in zip(top["feature"], top["label"], top["presence"])],
-        }
-
-    def _on_item(self, msg: dict) -> None:
-        """Open an item in the viewer (``row`` < 0 closes it)."""
-        row = _row_of(msg)
-        self.item = {}
-        if row >= 0:
-            self.item = self.item_details(row)
 
     # -- edits and links -----------------------------------------------------------------------
     def edit_label(self, feature: int, label: str, description: str = "", author: str | None = None) -> dict:

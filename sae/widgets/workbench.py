@@ -19,6 +19,13 @@ import pandas as pd
 EVENTS = ("feature", "add_concept", "rows")
 
 
+def _text(v: object) -> str:
+    """A metadata value as text ("" when missing)."""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return ""
+    return str(v)
+
+
 class Workbench:
     """One SAE run opened for interactive work; pass the same one to every widget to link them."""
 
@@ -118,6 +125,23 @@ class Workbench:
         labels = self.labels.mapping()
         df = pd.DataFrame({"feature": feats, "label": [labels.get(int(f), "") for f in feats], "activation": vals, "presence": pres})
         return df.sort_values(["presence", "activation"], ascending=False, kind="stable").head(n).reset_index(drop=True)
+
+    def item_details(self, row: int, n_concepts: int = 8) -> dict:
+        """What an item viewer shows of one item: its row, id, caption, every metadata column but ``id`` as text
+        (never HTML), and its strongest features (by calibrated presence) with their labels."""
+        from sae.errors import SaeError
+
+        meta = self.meta
+        if not 0 <= int(row) < len(meta):
+            raise SaeError(f"unknown item row {row}; the store has rows 0..{len(meta) - 1}")
+        values = meta.iloc[int(row)]
+        top = self.item_features(int(row), n_concepts)
+        return {
+            "row": int(row), "id": str(values["id"]), "caption": self.captions([int(row)])[0],
+            "metadata": {str(k): _text(v) for k, v in values.items() if k != "id"},
+            "concepts": [{"feature": int(f), "label": str(lab), "presence": float(p)}
+                         for f, lab, p in zip(top["feature"], top["label"], top["presence"])],
+        }
 
     def edit_label(self, feature: int, label: str, description: str = "", author: str | None = None) -> dict:
         """Edit a label by hand (provenance recorded) and let search use it at once."""

@@ -70,3 +70,43 @@ function thumb(url, caption, extra = {}) {
   const body = url ? h("img", { src: url, alt: caption, loading: "lazy" }) : h("div", { class: "saew-text", text: caption });
   return h("div", { class: "saew-thumb", title: caption, ...extra }, body, h("span", { class: "saew-grow", text: caption }));
 }
+
+// The item viewer every view shares (an overlay inside the view's root, which must be position: relative): the image
+// large (the thumbnail the view already has), the id, every metadata column and the top concepts. The Python side is
+// sae.widgets.items.ItemViewing (the synced "item" trait, the "item" message).
+function itemViewer(model, root) {
+  const overlay = h("div", { class: "saew-viewer", "data-role": "item-viewer", hidden: true, role: "dialog", "aria-modal": "true" });
+  let url = "";
+  const close = () => {
+    overlay.hidden = true;
+    if (Object.keys(model.get("item") || {}).length) model.send({ type: "item", row: -1 });
+  };
+  const closeBtn = h("button", { text: "close ✕", "aria-label": "close the item viewer", onclick: close });
+  overlay.addEventListener("click", (e) => { if (e.target === overlay) close(); });
+  root.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !overlay.hidden) { e.stopPropagation(); e.preventDefault(); close(); }
+  });
+  function draw() {
+    const it = model.get("item") || {};
+    if (it.row === undefined) { overlay.hidden = true; overlay.replaceChildren(); return; }
+    const meta = Object.entries(it.metadata || {});
+    overlay.replaceChildren(h("div", { class: "saew-panel saew-viewer-dialog" },
+      url ? h("img", { src: url, alt: it.id }) : h("div", { class: "saew-text", text: it.caption || it.id }),
+      h("div", { style: "flex:1;min-width:240px" },
+        h("div", { class: "saew-row", style: "justify-content:space-between;flex-wrap:nowrap" },
+          h("h4", { class: "saew-viewer-id", text: it.id, style: "overflow-wrap:anywhere" }), closeBtn),
+        h("div", { class: "saew-muted", text: "row " + it.row }),
+        h("h4", { text: "metadata" }),
+        meta.length ? h("table", {}, ...meta.map(([k, v]) => h("tr", {}, h("th", { text: k }), h("td", { text: v }))))
+          : h("div", { class: "saew-muted", text: "no metadata" }),
+        h("h4", { text: "top concepts" }),
+        h("div", { class: "saew-list" }, ...(it.concepts || []).map((c) =>
+          h("div", { "data-feature": c.feature, onclick: () => model.send({ type: "open_feature", feature: c.feature }) },
+            h("span", { class: "saew-fid", text: "#" + c.feature }), h("span", { class: "saew-viewer-label", text: c.label || "(no label)" }),
+            h("span", { class: "saew-muted", text: "presence " + fmt(c.presence) })))))));
+    overlay.hidden = false;
+    closeBtn.focus();
+  }
+  model.on("change:item", draw);
+  return { node: overlay, draw, open: (row, u) => { url = u || ""; model.send({ type: "item", row }); } };
+}

@@ -1,5 +1,5 @@
 // FeatureBrowser view: filters + a paged feature list on the left, the selected feature's card on the right,
-// and an item viewer (an overlay inside the widget) opened by clicking a thumbnail.
+// and the shared item viewer (common.js) opened by clicking a thumbnail.
 
 // Styles of this view only, scoped under its root class (the shared sheet is common.css).
 const FB_CSS = `
@@ -10,13 +10,6 @@ const FB_CSS = `
   display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; }
 .saew-features .saew-fb-label { flex: 1; min-width: 0; white-space: normal; overflow-wrap: anywhere; }
 .saew-features .saew-fb-pager { justify-content: space-between; margin-top: 4px; flex-wrap: nowrap; }
-.saew-features .saew-fb-viewer { position: absolute; inset: 0; z-index: 10; display: flex; align-items: flex-start;
-  justify-content: center; padding: 16px; background: rgba(0, 0, 0, 0.55); overflow: auto; }
-.saew-features .saew-fb-viewer[hidden] { display: none; }
-.saew-features .saew-fb-dialog { max-width: 760px; width: 100%; display: flex; gap: 12px; flex-wrap: wrap; }
-.saew-features .saew-fb-dialog img { width: 360px; max-width: 100%; height: auto; image-rendering: pixelated;
-  object-fit: contain; background: #000; border-radius: 3px; }
-.saew-features .saew-fb-dialog td { overflow-wrap: anywhere; vertical-align: top; }
 `;
 
 // "Nice" tick values 0, step, 2*step ... <= max for a count axis (1, 2 or 5 times a power of ten).
@@ -67,44 +60,6 @@ function axisHistogram(hist, width = 300, height = 80) {
     if (v !== undefined) svg.append(el("text", { x, y: top + height + 12, "text-anchor": anchor }, fmt(v, 2)));
   }
   return svg;
-}
-
-// The item viewer: the image large (the synced preview), the id, every metadata column and the top concepts.
-function itemViewer(model, root) {
-  const overlay = h("div", { class: "saew-fb-viewer", "data-role": "item-viewer", hidden: true, role: "dialog", "aria-modal": "true" });
-  let url = "";
-  const close = () => {
-    overlay.hidden = true;
-    if (Object.keys(model.get("item") || {}).length) model.send({ type: "item", row: -1 });
-  };
-  const closeBtn = h("button", { text: "close ✕", "aria-label": "close the item viewer", onclick: close });
-  overlay.addEventListener("click", (e) => { if (e.target === overlay) close(); });
-  root.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && !overlay.hidden) { e.stopPropagation(); e.preventDefault(); close(); }
-  });
-  function draw() {
-    const it = model.get("item") || {};
-    if (it.row === undefined) { overlay.hidden = true; overlay.replaceChildren(); return; }
-    const meta = Object.entries(it.metadata || {});
-    overlay.replaceChildren(h("div", { class: "saew-panel saew-fb-dialog" },
-      url ? h("img", { src: url, alt: it.id }) : h("div", { class: "saew-text", text: it.caption || it.id }),
-      h("div", { style: "flex:1;min-width:240px" },
-        h("div", { class: "saew-row", style: "justify-content:space-between;flex-wrap:nowrap" },
-          h("h4", { class: "saew-fb-item-id", text: it.id, style: "overflow-wrap:anywhere" }), closeBtn),
-        h("div", { class: "saew-muted", text: "row " + it.row }),
-        h("h4", { text: "metadata" }),
-        meta.length ? h("table", {}, ...meta.map(([k, v]) => h("tr", {}, h("th", { text: k }), h("td", { text: v }))))
-          : h("div", { class: "saew-muted", text: "no metadata" }),
-        h("h4", { text: "top concepts" }),
-        h("div", { class: "saew-list" }, ...(it.concepts || []).map((c) =>
-          h("div", { "data-feature": c.feature, onclick: () => model.send({ type: "open_feature", feature: c.feature }) },
-            h("span", { class: "saew-fid", text: "#" + c.feature }), h("span", { class: "saew-fb-label", text: c.label || "(no label)" }),
-            h("span", { class: "saew-muted", text: "presence " + fmt(c.presence) })))))));
-    overlay.hidden = false;
-    closeBtn.focus();
-  }
-  model.on("change:item", draw);
-  return { node: overlay, draw, open: (row, u) => { url = u || ""; model.send({ type: "item", row }); } };
 }
 
 // The paged list: full labels (wrapped, full text in title), "features 101-200 of 512", previous / next.

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from sae import evaluate as ev
 from sae._io import atomic_write_text
+from sae._progress import tqdm
 from sae.compute import MEMORY_BUDGET_GB, batch_rows
 from sae.errors import SaeError
 from sae.run import METRICS, Run

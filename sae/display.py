@@ -1,7 +1,10 @@
 """Rich display for result objects: the live widget in a kernel, always with a static HTML fallback.
 
 A reopened notebook without its kernel, an untrusted notebook, GitHub or nbconvert cannot run the
-widget; they pick the ``text/html`` entry of the same bundle, so results still show.
+widget. JupyterLab never falls back to a ``text/html`` entry beside a widget view it cannot draw (it
+says "model not found"), so in a kernel the static HTML is published as its own output just before the
+widget, paired with it (:mod:`sae.widgets.fallback`: the live view hides it while it is drawn); outside a
+kernel the bundle is the static HTML alone.
 
 Domain results never import the UI: they call :func:`bundle` with a *kind* ("search_result",
 "label_set", "audit_report") and themselves; the registry maps each kind to a view factory, given as
@@ -56,11 +59,14 @@ def bundle(static_html: str, plain: str, kind: str | None = None, result: Any = 
     if kind is not None and in_kernel():
         try:
             widget: Any = view_factory(kind)(result)  # whatever the factory builds (an anywidget)
-            view = widget._repr_mimebundle_() or {}
+            paired = hasattr(widget, "live_bundle")  # publishes the static copy as its own output first
+            view = widget.live_bundle(static_html) if paired else widget._repr_mimebundle_() or {}
             if isinstance(view, tuple):  # anywidget returns (data, metadata)
                 view = view[0]
             if WIDGET_MIME in view:
                 out[WIDGET_MIME] = view[WIDGET_MIME]
+                if paired:
+                    del out["text/html"]  # shown once, by the paired copy
         except Exception as e:  # the static view is still correct; say why the live one is missing
             warnings.warn(f"the interactive view could not be built ({type(e).__name__}: {e}); showing the static table", stacklevel=2)
     return out

@@ -27,9 +27,9 @@ from typing import Any
 
 import jsonschema
 import pandas as pd
-from tqdm.auto import tqdm
 
 from sae._io import atomic_write_text
+from sae._progress import tqdm
 from sae.errors import LLMError, LLMUnreachableError
 from sae.llm_safety import MalformedBody, read_completion, scrub
 

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 PASSING, FAILING = "passing", "failing"
 PASSING_COLOR, FAILING_COLOR = "#c8c8c8", "#5a5a5a"
 """Items that pass (light grey) and failing items outside every validated slice (dark grey)."""
-SLICE_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324")
-"""Validated slices' colours, by slice id (cycled); none of them is a passing / failing grey."""
+SLICE_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324",
+                 "#800000", "#808000", "#000075", "#ffe119", "#fabed4", "#6a3d9a", "#aaffc3", "#dcbeff", "#ffd8b1")
+"""Validated slices' colours, by slice id (cycled after 19; the full demo validates 19); distinct hues after Sasha
+Trubetskoy's list, none of them a passing / failing grey."""
 FIRES_COLOR, ALL_ITEMS_COLOR = "#f58231", "#8c8c8c"
 """Where a feature fires (its activations, its items' term shares) against all items (base shares, base rate)."""
 CONCEPT_PALETTE = ("#4363d8", "#3cb44b", "#911eb4", "#42d4f4", "#9a6324", "#469990", "#f032e6", "#808000")
@@ -135,8 +137,10 @@ def slice_points(report: AuditReport) -> pd.Series:
 
 
 def slice_title(s: Any, width: int = 40) -> str:
-    """``slice 3: <name>``: how a slice is named in legends and lists."""
-    return f"slice {s.id}: {s.name[:width]}"
+    """``slice 3: <name>``: how a slice is named in legends and lists (a name over ``width`` characters is cut
+    with an ellipsis, never silently)."""
+    name = s.name if len(s.name) <= width else s.name[: width - 1].rstrip() + "…"
+    return f"slice {s.id}: {name}"
 
 
 def _slice_order(title: str) -> tuple[int, str]:

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgba
+from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
 from sae.views import ALL_ITEMS_COLOR, CONCEPT_PALETTE, FAILING, FAILING_COLOR, FIRES_COLOR, PASSING, slice_points, slice_title, status_colors
@@ -144,7 +145,7 @@ def _slice_heading(report, s) -> str:
     st = s.stats
     verdict = (f"validated on held-out items: {st.holdout_members} members, failure rate {st.holdout_failure_rate:.0%} vs "
                f"{report.signal.rate:.0%} overall (lift {st.holdout_lift:.2f}, q {st.holdout_q:.3g})") if st.validated else f"not validated: {st.why_not}"
-    return _wrap(slice_title(s, 80), 90, 2) + "\n" + _wrap(verdict, 100, 3)
+    return _wrap(f"slice {s.id}: {s.name}", 90, 2) + "\n" + _wrap(verdict, 100, 3)
 
 
 def _rate_bars(ax, report, s, color: str) -> None:
@@ -247,6 +248,7 @@ def _histogram(ax, card) -> None:
         ax.axvline(card.stats.get("q90", 0), color="k", ls="--", lw=0.8, label="q90 (presence 1)")
         ax.legend(frameon=False, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), borderaxespad=0.1)
     ax.set(xlabel="activation (active items)", ylabel="items")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # item counts: whole numbers
 
 
 def _enriched_panel(ax, card, n: int = 5, wrap: int = 24, legend: bool = True) -> list:

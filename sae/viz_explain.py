@@ -86,7 +86,7 @@ def _evidence_panel(sub, result, cards: Sequence[FeatureCard]) -> None:
     for ax, card in zip(sub.subplots(1, len(cards), squeeze=False)[0], cards):
         handles = _enriched_panel(ax, card, 4, 20, legend=False) or handles
         name = f"{'NOT ' if card.feature in negated else ''}#{card.feature} {card.label}"
-        ax.set_title(_wrap(name, 32, 2) + _text(f"\nfires on {card.stats.get('rate', 0):.1%} of items"), fontsize=7, loc="left")
+        ax.set_title(_wrap(name, 24, 3) + _text(f"\nfires on {card.stats.get('rate', 0):.1%} of items"), fontsize=7, loc="left")
     if handles:
         sub.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize=7)
 

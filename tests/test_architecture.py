@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "sae"
 MAX_LINES = 400
 
 LAYERS: dict[str, int] = {
-    "sae": 7, "sae.errors": 0, "sae._io": 0, "sae._lock": 0, "sae._zarr": 0, "sae.compute": 0, "sae.display": 0,
+    "sae": 7, "sae.errors": 0, "sae._io": 0, "sae._progress": 0, "sae._lock": 0, "sae._zarr": 0, "sae.compute": 0, "sae.display": 0,
     "sae.llm": 0, "sae.llm_safety": 0, "sae.llm_local": 0,
     "sae.store": 1, "sae.encoders": 1, "sae.models": 1,
     "sae.train": 2, "sae.codes": 2, "sae.evaluate": 2, "sae.datasets": 2, "sae.estimator": 2, "sae.truth": 2,

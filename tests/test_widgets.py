@@ -199,9 +199,14 @@ def test_static_fallbacks_escape_text_and_widgets_in_a_kernel(wb, report, monkey
         html = res._repr_mimebundle_()["text/html"]
         assert XSS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
         monkeypatch.setattr(display, "in_kernel", lambda: True)
+        published: list = []
+        monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: published.append(obj))
         for obj in (res, wb.labels, report):
             b = obj._repr_mimebundle_()
-            assert display.WIDGET_MIME in b and "text/html" in b  # the live view plus the fallback
+            # the live view, and the static copy published as its own output just before it (sae.widgets.fallback)
+            assert display.WIDGET_MIME in b and "text/html" not in b
+            copy = published.pop()["text/html"]
+            assert "saew-fallback" in copy and obj._repr_html_() in copy
     finally:
         wb.edit_label(f, "restored label")
 

@@ -126,10 +126,10 @@ def stage_search(ws: Workspace, opts: DemoOptions) -> str:
           f"top-10 sparse fingerprint vs dense overlap {cmp.overlap:.0%}")
     cases = metadata_cases(DEMO_VOCABULARY, s.meta)
     methods = {"ours": lambda q: s.search(q, top=100).hits["row"].to_numpy(), "sail": SAILBaseline(s.index, s.planner).rank}
-    t = summarize(evaluate_methods(methods, cases, s.meta)).set_index(["method", "kind"])
+    t = summarize(evaluate_methods(methods, cases, s.meta, progress="metadata queries")).set_index(["method", "kind"])
     p10 = {k: t["p10"].loc[("ours", k)] for k in ("single", "negation", "pair") if ("ours", k) in t.index}
     paraphrases = suite_cases()
-    u = summarize(evaluate_methods(methods, paraphrases, s.meta)).set_index(["method", "kind"])
+    u = summarize(evaluate_methods(methods, paraphrases, s.meta, progress="paraphrase suites")).set_index(["method", "kind"])
     kinds = ("direction", "or", "attribute", "negation")
     print("  paraphrase suites (sae.search.suites: wording written apart from the planner), P@10 ours vs SAIL: " + ", ".join(
         f"{k} {u['p10'].loc[('ours', k)]:.2f} vs {u['p10'].loc[('sail', k)]:.2f}" for k in kinds if ("ours", k) in u.index))

@@ -11,8 +11,8 @@ import os
 import numpy as np
 import torch
 import zarr
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.codes.layout import CHUNK, _block_stats, building_codes, codes_attrs, gather_features
 from sae.codes.reader import STAT_NAMES, Codes
 from sae.compute import MEMORY_BUDGET_GB, batch_rows

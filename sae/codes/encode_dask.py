@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from tqdm.auto import tqdm
 
 from sae import _zarr
 from sae._io import atomic_path
+from sae._progress import tqdm
 from sae.codes.layout import CHUNK as _CHUNK
 from sae.codes.layout import _block_stats, building_codes, codes_attrs, gather_features
 from sae.codes.reader import STAT_NAMES, Codes

@@ -19,8 +19,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.errors import SaeError
 
 TGZ_IN_WHEEL = "torchxrayvision/data/NLMCXR_reports.tgz"

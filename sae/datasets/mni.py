@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.errors import StoreError
 from sae.store import Store
 

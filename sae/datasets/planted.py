@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.errors import SaeError
 from sae.store import Store
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.errors import SaeError
 
 

@@ -35,8 +35,15 @@ class MiniLMEncoder(Encoder):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
-        self.model = SentenceTransformer(str(model_path or minilm_path()), device=device)
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar: noise in every notebook and CLI run
+        try:
+            self.model = SentenceTransformer(str(model_path or minilm_path()), device=device)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
         self.batch_size = batch_size
 
     def _encode_batch(self, items: Sequence[str]) -> np.ndarray:

@@ -16,8 +16,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.codes import Codes, Postings
 from sae.errors import SaeError
 from sae.interpret.describe import TermTable, build_terms, column_kinds, describe_items, item_terms, merge_terms, phrase_terms

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+
+from sae._progress import tqdm
 
 PRE_CUES = ("no evidence of", "no signs of", "no sign of", "negative for", "free of", "clear of", "absence of", "rather than",
             "no", "not", "without", "nor", "neither", "never", "denies")

@@ -344,7 +344,7 @@ class LabelScorer:
 
     def score(self, labels: pd.DataFrame, packs: dict[int, FeatureEvidence], progress: bool = True) -> pd.DataFrame:
         """Scores for every label with status ok (others get NaN), plus the duplicate and collision flags."""
-        from tqdm.auto import tqdm
+        from sae._progress import tqdm
 
         ok = labels[labels["status"] == OK]
         plans = {int(f): self.plan(packs[int(f)]) for f in ok["feature"]}

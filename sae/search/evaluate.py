@@ -132,10 +132,13 @@ class Case(Protocol):
 
 
 def evaluate_methods(methods: Mapping[str, Callable[[str], np.ndarray]], cases: Sequence[Case],
-                     meta: pd.DataFrame, depth: int = 100) -> pd.DataFrame:
-    """One row per (method, query): P@10, AP@depth, and the error text when the method refused the query."""
+                     meta: pd.DataFrame, depth: int = 100, progress: str | None = None) -> pd.DataFrame:
+    """One row per (method, query): P@10, AP@depth, and the error text when the method refused the query.
+    ``progress``: the description of a progress bar over the queries (None: no bar)."""
+    from sae._progress import tqdm
+
     out = []
-    for case in cases:
+    for case in tqdm(cases, desc=progress, unit="query", disable=progress is None):
         rel = case.relevant(meta)
         for name, rank in methods.items():
             try:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.errors import MetadataError, StoreError, UnknownColumnError
 from sae.store.sources import any_colour, load_images, load_npy, open_hdf5, open_parquet, parquet_batches
 from sae.store.store import Store

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from sae._progress import tqdm
 from sae.errors import SaeError
 from sae.models import SAEConfig
 from sae.store import Store

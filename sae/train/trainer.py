@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from sae._io import atomic_path, atomic_write_text
+from sae._progress import tqdm
 from sae.compute import rows_within
 from sae.errors import DimensionMismatchError, SaeError
 from sae.models import SAEConfig, SparseAutoencoder

@@ -110,3 +110,46 @@ function itemViewer(model, root) {
   model.on("change:item", draw);
   return { node: overlay, draw, open: (row, u) => { url = u || ""; model.send({ type: "item", row }); } };
 }
+
+// Every view's render runs wrapped (sae.widgets._base.asset): the static copy published beside the view
+// (sae.widgets.fallback) is hidden while the live view is drawn, and a view no kernel answers says so.
+function live(render) {
+  return (ctx) => {
+    const cleanup = render(ctx);
+    watchLiveness(ctx.model, ctx.el);
+    return cleanup;
+  };
+}
+
+// Hide the output holding the static copy with this token; how many were hidden.
+function hideFallback(token) {
+  if (!token || typeof document === "undefined" || !document.querySelectorAll) return 0;
+  let n = 0;
+  for (const node of document.querySelectorAll(".saew-fallback-" + token)) {
+    const box = (node.closest && node.closest(".jp-OutputArea-child, .output_area")) || node;
+    box.style.display = "none";
+    n += 1;
+  }
+  return n;
+}
+
+const DEAD_HINT = "Not live: no answer from the kernel. If this notebook was reopened, this view shows the state it was " +
+  "saved with and does nothing; run the cell again to use it. (A kernel busy with another cell answers when it is done.)";
+
+// Ping the kernel: the Python view answers "pong" (View._dispatch). No answer within waitMs shows the banner;
+// a late answer (a busy kernel) removes it.
+function watchLiveness(model, el, waitMs = 5000) {
+  const token = model.get("_fallback_id");
+  hideFallback(token);
+  for (const ms of [300, 2000]) setTimeout(() => hideFallback(token), ms);  // the copy may be drawn after the view
+  const banner = h("div", { class: "saew-dead", role: "status", "data-role": "dead-hint", text: DEAD_HINT });
+  banner.hidden = true;
+  el.prepend(banner);
+  let answered = false;
+  model.on("msg:custom", (msg) => {
+    if (msg && msg.type === "pong") { answered = true; banner.hidden = true; }
+  });
+  const timer = setTimeout(() => { if (!answered) banner.hidden = false; }, waitMs);
+  try { model.send({ type: "ping" }); } catch (e) { clearTimeout(timer); banner.hidden = false; }
+  return banner;
+}

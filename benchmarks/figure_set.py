@@ -51,8 +51,8 @@ def main(workspace: Path) -> dict:
         entry.setdefault("bytes", 0)
         entry["bytes"] += p.stat().st_size
     result = {"workspace": str(workspace), "seconds": round(time.time() - t0, 1), "figures": checks,
-              "all_truetype": all("Type3" not in c["pdf_fonts"] and {"Type0", "CIDFontType2"} <= set(c["pdf_fonts"])
-                                  or "TrueType" in c["pdf_fonts"] for c in checks.values()),
+              "all_truetype": all("Type3" not in c["pdf_fonts"] and ({"Type0", "CIDFontType2"} <= set(c["pdf_fonts"])
+                                                                          or "TrueType" in c["pdf_fonts"]) for c in checks.values()),
               "all_svg_text": all(c["svg_text_elements"] > 0 for c in checks.values()),
               "min_thumbnail_in": min((c["min_thumbnail_in"] for c in checks.values() if c["min_thumbnail_in"]), default=None)}
     bench = ROOT / "artifacts" / "benchmarks"

@@ -44,7 +44,7 @@ def test_a_view_publishes_its_escaped_copy_paired_by_token(kernel):
 
     view = _view_class()()
     view.text = XSS
-    bundle = view._repr_mimebundle_()
+    bundle = view._repr_mimebundle_()[0]
     assert WIDGET_MIME in bundle and "text/html" not in bundle  # JupyterLab would never show it there
     (copy,) = kernel
     html = copy["text/html"]
@@ -62,7 +62,7 @@ def test_outside_a_kernel_nothing_is_published(monkeypatch):
     shown: list = []
     monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
     view = _view_class()()
-    assert display.WIDGET_MIME in view._repr_mimebundle_() and not shown and view._fallback_id == ""
+    assert display.WIDGET_MIME in view._repr_mimebundle_()[0] and not shown and view._fallback_id == ""
 
 
 def test_a_view_answers_the_ping():

@@ -513,3 +513,19 @@ def test_failure_explorer_exports_and_adds_the_selection(wb, report, tmp_path):
     _send(fe.panel, type="slice", slice=added.id)
     assert np.array_equal(fe.selection, want)
     assert fe.add_selection().name == "selection 2" and fe.panel.next_name == "selection 3"
+
+
+def test_widget_and_figure_show_the_same_evidence(wb, report):
+    """The browser's card and the feature figure draw one FeatureCard; the explorer's slice selection and the slice
+    figure one membership (sae.views): they cannot disagree on a feature's enriched terms or a slice's members."""
+    from sae.views import feature_card, slice_members
+    from sae.widgets import FailureExplorer, FeatureBrowser
+
+    f = int(wb.feature_table().sort_values("count")["feature"].iloc[-1])
+    fb = FeatureBrowser(wb, feature=f)
+    card = feature_card(wb.evidence, wb.labels, f)
+    assert [e["text"] for e in fb.card["enriched"]] == card.enriched["text"].tolist() and len(card.enriched)
+    ex = FailureExplorer(report, wb)
+    for s in report.slices:
+        ex.select_slice(s.id)
+        assert sorted(ex.selection.tolist()) == sorted(slice_members(report, s.id)["row"].tolist())

@@ -67,7 +67,8 @@ class StaticFallback:
     def live_bundle(self, static_html: str | None = None) -> dict:
         """Publish the static copy (``static_html``, default :meth:`static_html`), then return the widget's bundle."""
         publish(self.fallback_target(), self.static_html() if static_html is None else static_html)
-        return widget_bundle(self)  # type: ignore[arg-type]
+        return widget_bundle(self)
 
-    def _repr_mimebundle_(self, **kwargs) -> dict:
-        return self.live_bundle()
+    def _repr_mimebundle_(self, **kwargs: dict) -> tuple[dict, dict] | None:
+        """What IPython displays: the copy is published first, then this bundle (data, metadata) of the widget."""
+        return self.live_bundle(), {}

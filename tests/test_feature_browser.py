@@ -1,5 +1,6 @@
 """FeatureBrowser (issue 19): paging, the item viewer's data, cards rebuilt without stale scores after a hand edit,
-and the view's JS run under Node on a minimal DOM (captions, viewer, Escape, scroll reset, histogram y axis)."""
+facets (metadata values with live counts), and the view's JS run under Node on a minimal DOM (captions, viewer,
+Escape, scroll reset, histogram y axis, the facet select)."""
 
 from __future__ import annotations
 
@@ -200,3 +201,77 @@ def test_view_runs_on_a_minimal_dom(tmp_path):
     assert out["viewerImgs"] == 0  # the metadata is text: the <img> in it made no element
     assert out["closedByEscape"] and out["sentOnEscape"] == {"type": "item", "row": -1}
     assert out["scrollSameCard"] == 250 and out["scrollNewCard"] == 0
+
+
+def _carries(wb, feature: int) -> set[int]:
+    """Brute force: the metadata terms a feature's own evidence pack calls enriched (its card's test)."""
+    from sae.interpret.describe import TEXT_KINDS
+
+    e = wb.evidence.pack(feature).enriched()
+    return set(e.loc[~e["kind"].isin(list(TEXT_KINDS)), "term"].astype(int))
+
+
+def test_facets_count_and_narrow_the_list(wb):
+    from sae.widgets import FeatureBrowser
+
+    fb = FeatureBrowser(wb)
+    carries = {int(f): _carries(wb, int(f)) for f in wb.feature_table()["feature"]}
+    assert fb.facet == -1 and fb.facets and all(f["text"] and f["column"] for f in fb.facets)
+    assert {f["term"] for f in fb.facets} == set().union(*carries.values())  # every enriched metadata value, once
+    assert [(f["column"], f["value"]) for f in fb.facets] == sorted((f["column"], f["value"]) for f in fb.facets)
+
+    def brute() -> dict[int, int]:
+        listed = fb._filtered()["feature"].tolist()
+        return {f["term"]: sum(f["term"] in carries[g] for g in listed) for f in fb.facets}
+
+    assert {f["term"]: f["count"] for f in fb.facets} == brute() and any(f["count"] for f in fb.facets)
+    fb.max_rate = 0.05  # the counts follow the other filters
+    assert {f["term"]: f["count"] for f in fb.facets} == brute()
+    fb.max_rate = 1.0
+    chosen = max(fb.facets, key=lambda f: f["count"])
+    fb.page_size, fb.page = 3, 1
+    fb.facet = chosen["term"]
+    matched = fb.matches()["feature"].tolist()
+    assert fb.page == 0 and fb.n_matched == len(matched) == chosen["count"] > 0
+    assert all(chosen["term"] in carries[g] for g in matched)  # only features carrying the value ...
+    assert set(matched) == {g for g in fb._filtered()["feature"] if chosen["term"] in carries[int(g)]}  # ... all of them
+    assert {f["term"]: f["count"] for f in fb.facets} == brute()  # a facet's counts are over the other filters
+    fb.sort_by = "feature"  # combined with the other filters
+    fb.filter_text = f"#{matched[0]}"
+    assert [r["feature"] for r in fb.rows] == [matched[0]]
+    fb.filter_text = ""
+    fb.facet = 10_000
+    assert "no feature is enriched" in fb.error
+    fb.facet = -1
+    assert fb.error == "" and fb.n_matched == len(fb._filtered())
+
+
+FACET_SCRIPT = r"""
+const model = { get: (k) => state[k], set: (k, v) => { state[k] = v; }, save_changes() { saved.push(state.facet); },
+  send() {}, on() {} };
+const saved = [];
+const f = facetSelect(model);
+f.draw();
+const opts = f.node.children;
+f.node.value = "12";
+f.node.fire("change");
+console.log(JSON.stringify({ texts: opts.map((o) => o.textContent), disabled: opts.map((o) => !!o.attrs.disabled),
+                             value: state.facet, saved }));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_facet_select_on_a_minimal_dom(tmp_path):
+    from sae.widgets._base import STATIC
+
+    state = {"facet": 7, "facets": [{"term": 7, "column": "site", "value": XSS, "text": "x", "count": 0},
+                                    {"term": 12, "column": "artifact", "value": "motion", "text": "motion artifact", "count": 5},
+                                    {"term": 13, "column": "artifact", "value": "spike", "text": "spike artifact", "count": 0}]}
+    prelude = HARNESS.split("const state =")[0]
+    src = (STATIC / "common.js").read_text() + (STATIC / "feature_browser.js").read_text().replace("export default { render };", "")
+    script = tmp_path / "facets.js"
+    script.write_text(prelude + src + f"const state = {json.dumps(state)};" + FACET_SCRIPT)
+    out = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert out["texts"] == ["metadata: any value", f"site = {XSS} (0)", "artifact = motion (5)", "artifact = spike (0)"]
+    assert out["disabled"] == [False, False, False, True]  # an empty value is disabled, unless it is the chosen one
+    assert out["value"] == 12 and out["saved"] == [12]

@@ -3,7 +3,11 @@ selection, slices (the audit's and hand-made ones), export of the look-alike que
 
 Layout. The map fills the width left of the side panel (:data:`PANEL_PX`) at a given height; its legend sits in the
 top-right corner, in a band above the points that is kept free for it (the y scale is padded by the legend's height),
-so the legend never covers a point of the initial view."""
+so the legend never covers a point of the initial view.
+
+Hovering a point shows its thumbnail (or text preview) with its id and status; the panel lists the selection in a
+paged table (:mod:`sae.widgets.explorer_map`: failing items first, then by row) whose thumbnails open the shared item
+viewer (:class:`~sae.widgets.items.ItemViewing`) with the item's id, metadata and top concepts."""
 
 from __future__ import annotations
 
@@ -18,11 +22,15 @@ import traitlets
 from sae._io import atomic_path
 from sae.errors import SaeError
 from sae.views import FAILING, PASSING, slice_members, slice_points, status_colors
+from sae.widgets import explorer_map
 from sae.widgets._base import View, asset
+from sae.widgets.explorer_map import numeric_colors, padded
+from sae.widgets.fallback import StaticFallback
 from sae.widgets.feature_browser import records
+from sae.widgets.items import ItemViewing
 from sae.widgets.workbench import Workbench
 
-MAX_THUMBS = 24
+MAX_THUMBS = explorer_map.TABLE_PAGE  # thumbnails sent to the panel at once: a page of the selection table
 PANEL_PX = 420
 """Width of the side panel; the map takes the rest of the output's width."""
 STATUS = "status"
@@ -31,16 +39,15 @@ MAX_CATEGORIES = 8
 CATEGORY_PALETTE = ("#56b4e9", "#e69f00", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#8c564b")
 """Okabe-Ito (black swapped for brown, which stays visible on the dark theme); ``other`` is grey."""
 OTHER_COLOR, MISSING = "#bbbbbb", "(missing)"
-NUMERIC_MAP, LEGEND_STEPS = "viridis", 5
-"""A numeric column or a feature's activation: a continuous colormap; its legend lists 5 values."""
-LEGEND_ROW_PX, LEGEND_PAD_PX, MAP_MARGIN = 16, 14, 0.03
+LEGEND_ROW_PX, LEGEND_PAD_PX = 16, 14
 """Height of a legend row (jscatter's small legend: 10 px text, 16 px leaves room for a tall line height), the legend's
-margin and padding, and the margin around the points."""
+margin and padding (numeric colourings and the points' margin: :mod:`sae.widgets.explorer_map`)."""
 FEATURE = re.compile(r"^\s*(?:feature\s*)?#?\s*(\d+)\s*$", re.IGNORECASE)
 
 
-class AuditPanel(View):
-    """The explorer's side panel: slice list, colouring, the current selection and its enriched concepts, exports."""
+class AuditPanel(ItemViewing, View):
+    """The explorer's side panel: slice list, colouring, the current selection (its enriched concepts, a paged table
+    of its items whose thumbnails open the item viewer), exports."""
 
     _esm = traitlets.Unicode(asset("common.js", "audit_panel.js")).tag(sync=True)
     summary = traitlets.Unicode("").tag(sync=True)
@@ -48,6 +55,11 @@ class AuditPanel(View):
     selected_slice = traitlets.Int(-1).tag(sync=True)
     selection = traitlets.Dict().tag(sync=True)
     thumbs = traitlets.List(traitlets.Bytes()).tag(sync=True)
+    """Thumbnails of the selection table's current page (its rows' order)."""
+    table = traitlets.Dict().tag(sync=True)
+    """The selection table's current page (:func:`sae.widgets.explorer_map.table_page`); ``{}`` with no selection."""
+    table_page = traitlets.Int(0).tag(sync=True)
+    """The selection table's page (0-based; set by the view's previous / next); a new selection starts at 0."""
     export_path = traitlets.Unicode("").tag(sync=True)
     color_choices: traitlets.List = traitlets.List().tag(sync=True)
     """What the map can be coloured by: ``{"value", "label"}`` per choice (status, metadata columns, slice concepts)."""
@@ -60,6 +72,16 @@ class AuditPanel(View):
     def __init__(self, explorer: FailureExplorer, **kwargs):
         super().__init__(**kwargs)
         self.explorer = explorer
+        self.observe(self._paged, names="table_page")
+
+    @property
+    def wb(self) -> Workbench:
+        """The explorer's workbench (the item viewer reads items from it)."""
+        return self.explorer.wb
+
+    def _paged(self, change) -> None:
+        if change["new"] != self.table.get("page"):  # the view asks for another page (not the one just shown)
+            self.guard(self.explorer.show_page, change["new"])
 
     def _on_slice(self, msg: dict) -> None:
         self.explorer.select_slice(int(msg["slice"]))
@@ -89,8 +111,9 @@ class AuditPanel(View):
         self.explorer.wb.emit("add_concept", {"feature": int(msg["feature"])})
 
 
-class FailureExplorer(ipywidgets.VBox):
-    """Lasso items on the concept map; see what they share, how often they fail, and export the look-alikes."""
+class FailureExplorer(StaticFallback, ipywidgets.VBox):
+    """Lasso items on the concept map; see what they share, how often they fail, and export the look-alikes.
+    Displayed with the audit's static view beside it (:mod:`sae.widgets.fallback`), hidden by the panel's JS."""
 
     def __init__(self, report, workbench: Workbench | None = None, height: int = 560):
         import jscatter
@@ -109,14 +132,17 @@ class FailureExplorer(ipywidgets.VBox):
         """What the map is coloured by (see :meth:`color_by`)."""
         status, cmap = self._status_colors()
         frame = pd.DataFrame({"x": report.map["x"].to_numpy(), "y": report.map["y"].to_numpy(), "status": status, "id": report.ids})
-        self.scatter = jscatter.Scatter(data=frame, x="x", y="y", x_scale=_padded(frame["x"]), y_scale=self._y_scale(len(cmap)),
+        self.preview = explorer_map.preview_kind(self.wb, len(frame))  # tooltips: "image", "text" or None (id, status)
+        frame[explorer_map.PREVIEW] = explorer_map.preview_values(self.wb, len(frame), self.preview)
+        self.scatter = jscatter.Scatter(data=frame, x="x", y="y", x_scale=padded(frame["x"]), y_scale=self._y_scale(len(cmap)),
                                         color_by="status", color_map=cmap, width="auto", height=self.height, axes=False,
                                         legend=True, legend_position="top-right", legend_size="small", size=4,
-                                        tooltip=True, tooltip_properties=["color", "status", "id"])
+                                        tooltip=True, tooltip_properties=["color", "status", "id"],
+                                        **explorer_map.tooltip_options(self.preview))
         self.scatter.widget.mouse_mode = "lasso"
         self.scatter.widget.layout = ipywidgets.Layout(flex="1 1 0%", min_width="0", width="auto")  # the width left of the panel
         self._legend_rows = 1 + len(cmap)
-        self._rows = np.zeros(0, np.int64)
+        self._rows = self._ordered = np.zeros(0, np.int64)
         self.panel = AuditPanel(self, summary=report.summary(), slices=self._slice_rows(), color_choices=self.color_choices(),
                                 height=self.height, layout=ipywidgets.Layout(flex=f"0 0 {PANEL_PX}px"))
         self.panel.next_name = self._next_name()
@@ -137,6 +163,18 @@ class FailureExplorer(ipywidgets.VBox):
             raise SaeError(f"rows must be within 0..{len(self.status) - 1}")
         self.scatter.widget.selection = rows.astype(np.int64)
         self._update(rows)
+
+    def selected_items(self) -> pd.DataFrame:
+        """The selection in the table's order (failing first, then by row): row, id, failing, status on the map."""
+        rows = self._ordered
+        return pd.DataFrame({"row": rows, "id": [str(i) for i in np.asarray(self.report.ids)[rows]],
+                             "failing": self.report.signal.failed[rows], "status": self.status.to_numpy()[rows]})
+
+    def show_page(self, page: int) -> None:
+        """Show a page of the selection table (clamped to the pages there are) with its thumbnails."""
+        table, thumbs = explorer_map.table_page(self.wb, self.report, self.status, self._ordered, page) if len(self._ordered) else ({}, [])
+        with self.panel.hold_sync():
+            self.panel.table, self.panel.thumbs, self.panel.table_page = table, thumbs, table.get("page", 0)
 
     def select_slice(self, slice_id: int) -> None:
         """Select a slice's members (its rule applied to every item)."""
@@ -179,7 +217,7 @@ class FailureExplorer(ipywidgets.VBox):
             spec: dict = {"by": "status", "map": cmap, "norm": None, "labeling": None}
             entries = len(cmap)
         elif kind == "feature":
-            spec, entries = _numeric(self.wb.index.ratio_at(int(key), np.arange(len(self.status))), f"feature #{key}")
+            spec, entries = numeric_colors(self.wb.index.ratio_at(int(key), np.arange(len(self.status))), f"feature #{key}")
         else:
             spec, entries = self._column_spec(str(key))
         self._paint(spec, entries)
@@ -219,6 +257,14 @@ class FailureExplorer(ipywidgets.VBox):
             self.panel.color_choices = self.color_choices()
             self.panel.next_name = self._next_name()
         return s
+
+    def static_html(self) -> str:
+        """The audit's static view: what a reopened notebook shows in place of the explorer."""
+        return self.report._repr_html_()
+
+    def fallback_target(self) -> AuditPanel:
+        """The panel (an anywidget) hides the static copy; the map cannot."""
+        return self.panel
 
     # -- internals -----------------------------------------------------------------------------
     def _slice_rows(self) -> list[dict]:
@@ -282,7 +328,7 @@ class FailureExplorer(ipywidgets.VBox):
         if len(values) != len(self.status):
             raise SaeError(f"the run's metadata has {len(values)} rows; the audit has {len(self.status)} items")
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            return _numeric(values.to_numpy(np.float64), column)
+            return numeric_colors(values.to_numpy(np.float64), column)
         cats, cmap = _categories(values)
         return {"by": cats, "map": cmap, "norm": None, "labeling": {"variable": column}}, len(cmap)
 
@@ -301,7 +347,7 @@ class FailureExplorer(ipywidgets.VBox):
         """The y domain that keeps a band above the points free for a legend of ``entries`` values (plus its title)."""
         y = np.asarray(self.report.map["y"], np.float64)
         band = min(0.45, ((1 + entries) * LEGEND_ROW_PX + LEGEND_PAD_PX) / self.height)
-        lo, hi = _padded(y)
+        lo, hi = padded(y)
         return lo, lo + (hi - lo) / (1 - band)
 
     def _on_lasso(self, change) -> None:
@@ -309,40 +355,21 @@ class FailureExplorer(ipywidgets.VBox):
         self.panel.guard(self._update, rows)
 
     def _update(self, rows: np.ndarray) -> None:
+        """A new selection: its summary and concepts, the table's first page; the item viewer closes."""
         self._rows = np.unique(rows)
+        self._ordered = explorer_map.table_order(self._rows, self.report.signal.failed)
         failed = self.report.signal.failed
         with self.panel.hold_sync():
+            self.panel.item = {}
             if not len(self._rows):
-                self.panel.selection, self.panel.thumbs = {}, []
-                return
-            shown = self._rows[np.argsort(~failed[self._rows], kind="stable")][:MAX_THUMBS]
-            self.panel.selection = {
-                "n": int(len(self._rows)), "n_failed": int(failed[self._rows].sum()),
-                "rate": float(failed[self._rows].mean()), "base_rate": float(self.report.signal.rate),
-                "concepts": records(self.selected_concepts()),
-                "items": [{"row": int(r), "id": str(self.report.ids[r]), "failed": bool(failed[r]), "caption": c}
-                          for r, c in zip(shown, self.wb.captions(shown))],
-            }
-            self.panel.thumbs = self.wb.thumbnails(shown)
-
-
-def _padded(values) -> tuple[float, float]:
-    """The range of ``values`` with :data:`MAP_MARGIN` on each side (points on the edge stay whole)."""
-    v = np.asarray(values, np.float64)
-    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
-    pad = MAP_MARGIN * (hi - lo if hi > lo else 1.0)
-    return lo - pad, hi + pad
-
-
-def _numeric(values: np.ndarray, variable: str) -> tuple[dict, int]:
-    """The colour encoding of numbers on a continuous colormap over their range (missing values drawn at the minimum)
-    and its number of legend entries."""
-    values = np.asarray(values, np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    hi = hi if hi > lo else lo + 1.0
-    values = np.where(np.isfinite(values), values, lo)
-    return {"by": values, "map": NUMERIC_MAP, "norm": (lo, hi), "labeling": {"variable": variable}}, LEGEND_STEPS
+                self.panel.selection = {}
+            else:
+                self.panel.selection = {
+                    "n": int(len(self._rows)), "n_failed": int(failed[self._rows].sum()),
+                    "rate": float(failed[self._rows].mean()), "base_rate": float(self.report.signal.rate),
+                    "concepts": records(self.selected_concepts()),
+                }
+            self.show_page(0)
 
 
 def _categories(values: pd.Series) -> tuple[pd.Categorical, dict[str, str]]:

@@ -2,7 +2,12 @@
 an item viewer (a thumbnail's id, metadata and top concepts); edit labels.
 
 A hand-edited label has no scores until it is re-scored: the label table keeps the replaced label's scores, so
-the browser shows the edited feature as "not scored (edited by hand)" rather than numbers about another label."""
+the browser shows the edited feature as "not scored (edited by hand)" rather than numbers about another label.
+
+Facets. The list can be narrowed to the features enriched for one metadata value (``column = value``): enriched as
+in the card (the evidence's enrichment of every feature at once, q < alpha and lift >= min_lift; text phrases are
+left out), computed once per browser. Each value's count is how many features of the list filtered by the other
+filters (text, score, density) carry it, i.e. how many the list would show once the value is chosen."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from sae.widgets.items import ItemViewing
 from sae.widgets.workbench import Workbench
 
 SORTS = ("score", "rate", "feature", "label")
-FILTERS = ["filter_text", "min_score", "min_rate", "max_rate", "sort_by", "page_size"]
+FILTERS = ["filter_text", "min_score", "min_rate", "max_rate", "sort_by", "page_size", "facet"]
 """Traits whose change starts the list again from its first page."""
 NOT_SCORED = "not scored (edited by hand)"
 LIST_COLUMNS = ["feature", "label", "score", "rate", "edited"]
@@ -45,6 +50,20 @@ def _unscored(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def facet_terms(evidence, n_features: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The metadata terms some feature is enriched for (indexed by term; column, value, text), by column and value,
+    and a features x terms boolean matrix: which feature is enriched for which term (the card's test: q < alpha and
+    lift >= min_lift of the evidence's enrichment table, computed once for every feature)."""
+    from sae.interpret.describe import TEXT_KINDS
+
+    e, cfg = evidence.enrichment, evidence.cfg
+    e = e[(e["q"] < cfg.alpha) & (e["lift"] >= cfg.min_lift) & ~e["kind"].isin(list(TEXT_KINDS))]
+    terms = e.drop_duplicates("term").set_index("term")[["column", "value", "text"]].sort_values(["column", "value"], kind="stable")
+    carry = np.zeros((n_features, len(terms)), bool)
+    carry[e["feature"].to_numpy(np.int64), terms.index.get_indexer(e["term"])] = True
+    return terms, carry
+
+
 class FeatureBrowser(ItemViewing, View):
     """Browse a run's features: filter by label text, score and density, page through them, open a card, look
     at an item large with its metadata and concepts, edit a label."""
@@ -67,10 +86,17 @@ class FeatureBrowser(ItemViewing, View):
     card = traitlets.Dict().tag(sync=True)
     top_images = traitlets.List(traitlets.Bytes()).tag(sync=True)
     quantile_images = traitlets.List(traitlets.Bytes()).tag(sync=True)
+    facet = traitlets.Int(-1).tag(sync=True)
+    """The metadata term (a ``term`` of :attr:`facets`) the list is narrowed to; -1: none."""
+    facets: traitlets.List = traitlets.List().tag(sync=True)
+    """Every metadata value some feature is enriched for: ``{"term", "column", "value", "text", "count"}``, by column
+    and value; ``count``: the features of the list filtered by the other filters that carry it."""
+
     def __init__(self, workbench: Workbench, feature: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.wb = workbench
         self._table = _unscored(workbench.feature_table())
+        self._terms, self._carry = facet_terms(workbench.evidence, len(self._table))
         self.observe(lambda _: self.guard(self._refilter), names=FILTERS)
         self.observe(lambda _: self.guard(self.refresh), names="page")
         self.observe(lambda ch: self.guard(self._show_synced, ch["new"]), names="selected")
@@ -89,7 +115,16 @@ class FeatureBrowser(ItemViewing, View):
 
     # -- the list ------------------------------------------------------------------------------
     def matches(self) -> pd.DataFrame:
-        """Features passing the current filters, sorted."""
+        """Features passing the current filters (the facet included), sorted."""
+        m = self._filtered()
+        if self.facet < 0:
+            return m
+        if self.facet not in self._terms.index:
+            raise SaeError(f"no feature is enriched for metadata term {self.facet}; choose one of the listed values")
+        return m[self._carry[m["feature"].to_numpy(), self._terms.index.get_loc(self.facet)]]
+
+    def _filtered(self) -> pd.DataFrame:
+        """Features passing the filters but the facet, sorted (the facets' counts are over these)."""
         t = self._table
         keep = (t["rate"] >= self.min_rate) & (t["rate"] <= self.max_rate) & (t["count"] > 0)
         if self.min_score > 0:
@@ -112,9 +147,17 @@ class FeatureBrowser(ItemViewing, View):
         start = self.page * self.page_size
         shown = m.iloc[start:start + self.page_size]
         with self.hold_sync():
+            self._count_facets()
             self.n_matched = len(m)
             self.rows = records(shown[LIST_COLUMNS])
             self.page_text = f"features {start + 1}-{start + len(shown)} of {len(m)}" if len(m) else "no feature matches"
+
+    def _count_facets(self) -> None:
+        """Each facet's count over the list filtered by the other filters (what choosing it would show)."""
+        counts = self._carry[self._filtered()["feature"].to_numpy()].sum(axis=0)
+        t = self._terms
+        self.facets = [{"term": int(k), "column": str(c), "value": str(v), "text": str(x), "count": int(n)}
+                       for k, c, v, x, n in zip(t.index, t["column"], t["value"], t["text"], counts)]
 
     def _refilter(self) -> None:
         """A filter changed: back to the first page (its observer refreshes), or refresh when already there."""

@@ -10,7 +10,24 @@ const FB_CSS = `
   display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; }
 .saew-features .saew-fb-label { flex: 1; min-width: 0; white-space: normal; overflow-wrap: anywhere; }
 .saew-features .saew-fb-pager { justify-content: space-between; margin-top: 4px; flex-wrap: nowrap; }
+.saew-features .saew-fb-facet { max-width: 16em; }
 `;
+
+// The facet select: "any metadata value", then each value some feature is enriched for, with how many features of
+// the list (filtered by the other filters) carry it; a value none of them carries is disabled (unless chosen).
+function facetSelect(model) {
+  const node = h("select", { class: "saew-fb-facet", "aria-label": "only features enriched for a metadata value",
+                             title: "only features enriched for a metadata value (count: features of the list carrying it)" });
+  node.addEventListener("change", () => { model.set("facet", Number(node.value)); model.save_changes(); });
+  function draw() {
+    const now = model.get("facet");
+    node.replaceChildren(h("option", { value: -1, text: "metadata: any value" }),
+      ...(model.get("facets") || []).map((f) => h("option", { value: f.term, "data-count": f.count,
+        disabled: f.count === 0 && f.term !== now, text: f.column + " = " + f.value + " (" + f.count + ")" })));
+    node.value = String(now);
+  }
+  return { node, draw };
+}
 
 // "Nice" tick values 0, step, 2*step ... <= max for a count axis (1, 2 or 5 times a power of ten).
 function countTicks(max, wanted = 4) {
@@ -107,13 +124,14 @@ function render({ model, el }) {
   maxRate.addEventListener("change", () => { model.set("max_rate", Number(maxRate.value) || 1); model.save_changes(); });
   sort.addEventListener("change", () => { model.set("sort_by", sort.value); model.save_changes(); });
   const list = featureList(model);
+  const facet = facetSelect(model);
   const viewer = itemViewer(model, root);
   const card = h("div", { class: "saew-panel", "data-role": "card", style: "flex:1;min-width:360px;height:460px;overflow:auto" });
   const error = h("div", { class: "saew-error" });
   root.append(
     h("style", { text: FB_CSS }),
     h("div", { class: "saew-row" }, search, h("label", { class: "saew-muted", text: "score ≥" }), minScore,
-      h("label", { class: "saew-muted", text: "density ≤" }), maxRate, sort),
+      h("label", { class: "saew-muted", text: "density ≤" }), maxRate, sort, facet.node),
     error,
     h("div", { class: "saew-row", style: "align-items:stretch;margin-top:6px;flex-wrap:nowrap" }, list.node, card),
     viewer.node,
@@ -174,8 +192,10 @@ function render({ model, el }) {
   const drawError = () => { error.textContent = model.get("error"); };
   for (const name of ["rows", "selected", "page_text", "n_matched"]) model.on("change:" + name, list.draw);
   model.on("change:card", drawCard);
+  model.on("change:facets", facet.draw);
+  model.on("change:facet", facet.draw);
   model.on("change:error", drawError);
-  list.draw(); drawCard(); drawError(); viewer.draw();
+  list.draw(); drawCard(); drawError(); viewer.draw(); facet.draw();
   return () => imageUrls([], urls);
 }
 export default { render };

@@ -128,3 +128,27 @@ def test_liveness_banner_and_hidden_copy_under_node(tmp_path):
     assert out["rendered"] == 1 and out["copyHidden"]  # the live view hides the copy paired with it
     assert out["liveBannerHidden"] and out["liveBannerRole"] == "dead-hint"  # a kernel answered: no banner
     assert not out["deadBannerHidden"] and "Not live" in out["deadText"]  # no answer: the view says it is not live
+
+
+@pytest.fixture(scope="module")
+def wb(labeled_ws_template, tmp_path_factory):
+    from sae.widgets import Workbench
+    from tests.conftest import labeled_copy
+
+    return Workbench(labeled_copy(labeled_ws_template, tmp_path_factory.mktemp("fallback"))[1])
+
+
+def test_the_browser_and_the_dashboard_publish_what_they_show(wb, kernel):
+    from sae.widgets import FeatureBrowser, dashboard
+
+    f = int(wb.feature_table().sort_values("count")["feature"].iloc[-1])
+    fb = FeatureBrowser(wb, feature=f)
+    fb.edit_label(f, f"{XSS} rim")
+    fb._repr_mimebundle_()
+    html = kernel.pop()["text/html"]
+    assert f"#{f} &lt;img src=x onerror=alert(1)&gt; rim" in html and XSS not in html
+    assert fb.page_text in html and "<table" in html and f"saew-fallback-{fb._fallback_id}" in html
+    tabs = dashboard(wb)
+    tabs._repr_mimebundle_()
+    html = kernel.pop()["text/html"]
+    assert "<h4>Features</h4>" in html and tabs.children[0]._fallback_id in html  # the first tab hides it

@@ -11,6 +11,8 @@ filters (text, score, density) carry it, i.e. how many the list would show once 
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import traitlets
@@ -165,6 +167,19 @@ class FeatureBrowser(ItemViewing, View):
             self.page = 0
         else:
             self.refresh()
+
+    def static_html(self) -> str:
+        """The static copy shown where the live view cannot be (:mod:`sae.widgets.fallback`): the list's page and
+        the open card's label and enriched terms, escaped."""
+        from sae._io import html_table
+
+        page = pd.DataFrame(self.rows, columns=LIST_COLUMNS) if self.rows else pd.DataFrame(columns=LIST_COLUMNS)
+        out = f"<div><b>FeatureBrowser</b>: {html.escape(self.page_text)}{html_table(page.head(20))}"
+        c = self.card
+        if c.get("feature") is not None:
+            terms = pd.DataFrame(c.get("enriched") or [], columns=["text", "active_frac", "base_frac", "lift", "q"])
+            out += f"<h4>#{int(c['feature'])} {html.escape(str(c['label']))}</h4>{html_table(terms)}"
+        return out + "</div>"
 
     # -- the card ------------------------------------------------------------------------------
     def show(self, feature: int) -> None:

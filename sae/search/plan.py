@@ -107,6 +107,13 @@ class QueryPlan:
         """Add a metadata filter, e.g. ``where("orientation", "==", "axial")``."""
         return replace(self, filters=self.filters + ((column, op, value),), planner=self._edited())
 
+    def without_filter(self, index: int) -> QueryPlan:
+        """The plan without its ``index``-th filter (in :attr:`filters` order)."""
+        if not 0 <= int(index) < len(self.filters):
+            raise SaeError(f"the plan has no filter {index}; it has {len(self.filters)}: {list(self.filters)}")
+        i = int(index)
+        return replace(self, filters=self.filters[:i] + self.filters[i + 1 :], planner=self._edited())
+
     def _edited(self) -> str:
         return self.planner if self.planner.endswith("+edited") else f"{self.planner}+edited"
 
@@ -142,9 +149,41 @@ class QueryPlan:
         return "; ".join(lines)
 
     def _repr_html_(self) -> str:
-        chips = "".join(
-            f"<span style='border:1px solid var(--jp-border-color1,#ccc);border-radius:8px;padding:1px 6px;margin:2px'>"
-            f"{'NOT ' if c.negated else ''}#{c.feature} {html.escape(c.label)} &times;{c.weight:.3g}"
-            f"{'' if c.required or c.negated else ' (soft)'}</span>" for c in self.concepts)
-        notes = "".join(f"<div><i>{html.escape(n)}</i></div>" for n in self.notes)
-        return f"<div><b>plan</b> ({html.escape(self.planner)}) for <q>{html.escape(self.query)}</q><br>{chips}{notes}</div>"
+        """The plan as :meth:`groups` ranks it: one box per group, boxes joined by AND; an OR-group's strongest
+        :data:`HTML_SHOWN` members joined by "or", the rest folded under "+N more"; NOT and soft groups marked; then
+        the filters and the notes. Every label, phrase, value and note is escaped (they are untrusted text)."""
+        esc = html.escape
+        boxes = " <b class='sae-plan-and'>AND</b> ".join(_group_html(g) for g in self.groups()) or "<i>(no concepts)</i>"
+        filt = " AND ".join(f"<code>{esc(str(c))} {esc(op)} {esc(repr(v))}</code>" for c, op, v in self.filters)
+        where = f"<div class='sae-plan-filters'><b>where</b> {filt}</div>" if filt else ""
+        notes = "".join(f"<div class='sae-plan-note'><i>note: {esc(n)}</i></div>" for n in self.notes)
+        return (f"<div class='sae-plan'><b>plan</b> ({esc(self.planner)}) for <q>{esc(self.query)}</q>"
+                f"<div style='display:flex;flex-wrap:wrap;align-items:center;gap:4px;margin:4px 0'>{boxes}</div>"
+                f"{where}{notes}</div>")
+
+
+HTML_SHOWN = 3
+"""Members of an OR-group shown in :meth:`QueryPlan._repr_html_` before the rest fold under "+N more"."""
+
+
+def _chip_html(c: Concept) -> str:
+    """One concept: its id, label and weight (escaped)."""
+    return (f"<span class='sae-plan-chip' style='padding:0 4px;border-radius:6px;background:var(--jp-layout-color2,#f3f3f3)'>"
+            f"#{c.feature} {html.escape(c.label)} <small>&times;{c.weight:.3g}</small></span>")
+
+
+def _group_html(group: tuple[Concept, ...]) -> str:
+    """One plan group as a box: NOT groups red and labeled NOT, soft ones dashed and labeled soft; an OR-group's
+    members strongest first, the first :data:`HTML_SHOWN` joined by "or", the others under ``<details>``."""
+    head = group[0]
+    kind = "not" if head.negated else ("soft" if not head.required else "and")
+    border = {"not": "2px solid #c62828", "soft": "1px dashed #888", "and": "1px solid var(--jp-border-color1,#ccc)"}[kind]
+    tag = {"not": "<b style='color:#c62828'>NOT</b> ", "soft": "<i>soft (example)</i> ", "and": ""}[kind]
+    members = sorted(group, key=lambda c: -c.weight)
+    shown = " <i>or</i> ".join(_chip_html(c) for c in members[:HTML_SHOWN])
+    rest = members[HTML_SHOWN:]
+    more = (f" <details style='display:inline-block'><summary>+{len(rest)} more</summary>"
+            f"{' <i>or</i> '.join(_chip_html(c) for c in rest)}</details>") if rest else ""
+    phrase = f"<q>{html.escape(head.phrase)}</q>: " if head.phrase else ""
+    return (f"<span class='sae-plan-group' data-kind='{kind}' style='border:{border};border-radius:8px;padding:2px 6px'>"
+            f"{tag}{phrase}{shown}{more}</span>")

@@ -6,11 +6,12 @@ from typing import Any
 
 
 def search_result_view(result: Any):
-    """A ConceptSearch on the result's plan, sharing its searcher's workbench."""
+    """A ConceptSearch showing the result as it is (its hits in its order, its plan, its query text in the box; the
+    plan is not planned again from the text), sharing its searcher's workbench; editing the plan runs it again."""
     from sae.widgets.concept_search import ConceptSearch
     from sae.widgets.workbench import Workbench
 
-    return ConceptSearch(Workbench.of(result.searcher), plan=result.plan)
+    return ConceptSearch(Workbench.of(result.searcher), result=result)
 
 
 def label_set_view(labels: Any):

@@ -93,7 +93,7 @@ def lab(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/api/status?token={token}", proc, base / "lab.log")
     shots = SHOTS_ROOT / ("demo" if full else "demo-small")
-    yield {"url": url, "token": token, "root": base, "full": full, "shots": shots}
+    yield {"url": url, "token": token, "root": base, "full": full, "shots": shots, "env": env}
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
@@ -343,6 +343,17 @@ def _shots(page, theme: str, shots: Path) -> None:
         el.screenshot(path=str(shots / f"{name}-{theme}.png"))
 
 
+def _on_dialog(dialogs: list):
+    """Leaving the page (a reload) is allowed; any other dialog (an alert from injected HTML) is recorded and dismissed."""
+    def handle(d) -> None:
+        if d.type == "beforeunload":
+            d.accept()
+            return
+        dialogs.append(d.message)
+        d.dismiss()
+    return handle
+
+
 def test_quickstart_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
@@ -350,7 +361,7 @@ def test_quickstart_in_jupyterlab(lab):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1500, "height": 2000})
         dialogs: list = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("dialog", _on_dialog(dialogs))
         t0 = time.time()
         _run_notebook(page, lab)
         run_s = time.time() - t0
@@ -393,6 +404,7 @@ REOPENED = """() => {
   return {copies: [...document.querySelectorAll('.saew-fallback')].filter(shown).length,
           copy_tables: [...document.querySelectorAll('.saew-fallback table')].filter(shown).length,
           not_found: outs.filter((o) => o.textContent.includes('model not found')).length,
+          loading: outs.filter((o) => o.textContent.trim() === 'Loading widget...').length,
           dead_hints: [...document.querySelectorAll('[data-role=dead-hint]')].filter((n) => !n.hidden && shown(n)).length,
           live_views: document.querySelectorAll('[data-widget]').length,
           hits: document.querySelectorAll('[data-widget=concept-search] .saew-hit').length};
@@ -401,11 +413,16 @@ VIEWS_SHOWN = 4  # FeatureBrowser, ConceptSearch, FailureExplorer and the Search
 
 
 def _reload(page, lab, shot: str) -> dict:
+    page.evaluate("() => { const w = window.jupyterapp.shell.currentWidget; if (w && w.context) w.context.model.dirty = false; }")
     page.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?token={lab['token']}&reset")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_timeout(9000)  # the widget manager restores (or gives up), and a restored view waits 5 s for the kernel
     found = page.evaluate(REOPENED)
-    page.screenshot(path=str(lab["shots"] / shot), full_page=True)
+    first = page.locator(".saew-fallback:visible, [data-widget=concept-search]:visible").first  # the first view: its copy, or itself
+    if first.count():
+        first.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+    page.screenshot(path=str(lab["shots"] / shot))
     return found
 
 
@@ -427,7 +444,8 @@ def _save_and_reopen(page, lab) -> dict:
     assert restored["copies"] == 0, restored  # a drawn view hides its copy
     page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
     saved["metadata"].pop("widgets")
-    path.write_text(json.dumps(saved))  # what the default settings ("saveState": false) save
+    path.write_text(json.dumps(saved))  # what the default settings ("saveState": false) save ...
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(path)], env=lab["env"], check=True, capture_output=True)  # ... signed
     default = _reload(page, lab, "reopened.png")
     assert default["copies"] >= VIEWS_SHOWN and default["copy_tables"] >= 3, default
     assert default["copies"] >= default["not_found"], default  # every "model not found" has its copy beside it

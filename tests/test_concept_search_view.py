@@ -172,6 +172,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   message({ answered_seq: 2, hits: [] });
   out.latencyForAnswer = latencies();
   out.answered = root.dataset.answered;
+  box.value = "b"; box.fire("input"); await sleep(100);  // sent (3) and in flight ...
+  box.value = "bc"; box.fire("input"); await sleep(100);
+  box.value = "bcd"; box.fire("input"); await sleep(100);
+  out.heldWhileBusy = [state.query, state.query_seq];  // ... so the next texts wait
+  message({ answered_seq: 3, hits: [] });
+  out.sentLatest = [state.query, state.query_seq];  // the answer lands: only the latest text goes
   console.log(JSON.stringify(out));
 })();
 """
@@ -179,8 +185,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_latency_counts_only_the_answer_to_the_query_sent_after_the_last_keystroke(tmp_path):
-    """An earlier query's answer (the emptied box's) arriving while the debounce waits after the last keystroke is
-    not the keystroke's answer: before, it was reported as the latency (and the browser test read a stale grid)."""
+    """Sending is latest-only (a text typed while the kernel answers waits, and only the newest goes). An earlier
+    query's answer (the emptied box's) arriving while the debounce waits after the last keystroke is not the keystroke's
+    answer: before, it was reported as the latency (and the browser test read a stale grid)."""
     from sae.widgets._base import STATIC
 
     state = {"query": "q", "query_seq": 0, "answered_seq": 0, "chips": [], "notes": [], "hits": [], "thumbs": [],
@@ -191,3 +198,4 @@ def test_latency_counts_only_the_answer_to_the_query_sent_after_the_last_keystro
     out = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True, timeout=60).stdout)
     assert out["sentEmpty"] == ["", 1] and out["sentTyped"] == ["axial", 2]
     assert out["latencyForStaleAnswer"] == 0 and out["latencyForAnswer"] == 1 and out["answered"] == "2"
+    assert out["heldWhileBusy"] == ["b", 3] and out["sentLatest"] == ["bcd", 4]  # latest-only: no queue of stale queries

@@ -281,15 +281,20 @@ class ConceptSearch(ItemViewing, View):
 
     def static_html(self) -> str:
         """The static copy shown where the live view cannot be (:mod:`sae.widgets.fallback`): the query, the plan
-        (grouped, see :meth:`QueryPlan._repr_html_`), the status and the hits' rank, id, score and caption, escaped."""
+        (grouped, see :meth:`QueryPlan._repr_html_`), the status and the hits' preview (thumbnail or text), rank, id,
+        score and caption (when it is not the id), escaped."""
         from sae._io import html_table
 
         hits = pd.DataFrame([{"rank": k + 1, "id": h["id"], "score": h["score"], "caption": h["caption"]}
                              for k, h in enumerate(self.hits)], columns=["rank", "id", "score", "caption"])
+        if (hits["caption"] == hits["id"]).all():
+            hits = hits.drop(columns="caption")
+        if len(hits):
+            hits.insert(0, "preview", self.wb.searcher.previews_html(np.asarray([h["row"] for h in self.hits], np.int64)))
         plan = self.plan._repr_html_() if self.plan is not None else ""
         why = f"<div><i>{html.escape(self.error)}</i></div>" if self.error else ""
         return (f"<div><b>ConceptSearch</b>: <q>{html.escape(self.query)}</q>{plan}{why}"
-                f"<div>{html.escape(self.status)}</div>{html_table(hits)}</div>")
+                f"<div>{html.escape(self.status)}</div>{html_table(hits, raw=('preview',))}</div>")
 
     # -- messages from the view ----------------------------------------------------------------
     def _linked_concept(self, payload: dict) -> None:

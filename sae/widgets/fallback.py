@@ -69,6 +69,10 @@ class StaticFallback:
         publish(self.fallback_target(), self.static_html() if static_html is None else static_html)
         return widget_bundle(self)
 
+    def __repr__(self) -> str:
+        """The ``text/plain`` of the widget's output (what an untrusted notebook shows beside the copy)."""
+        return f"{type(self).__name__}: an interactive view (it needs this notebook's kernel: run the cell)"
+
     def _repr_mimebundle_(self, **kwargs: dict) -> tuple[dict, dict] | None:
         """What IPython displays: the copy is published first, then this bundle (data, metadata) of the widget."""
         return self.live_bundle(), {}

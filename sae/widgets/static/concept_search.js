@@ -19,7 +19,8 @@ const CS_CSS = `
 .saew-search .saew-cs-filters:empty { display: none; }
 .saew-search .saew-cs-filter { background: var(--jp-layout-color2, #eef3fb); }
 `;
-const DEBOUNCE_MS = 70;  // stale answers are ignored (query_seq / answered_seq), so a short pause is enough
+const DEBOUNCE_MS = 40;  // stale answers are ignored (query_seq / answered_seq) and sending is latest-only, so a short pause is enough
+const STUCK_MS = 3000;
 const FACET_SHOWN = 8;   // values of a facet listed before "+N more"
 
 // The hits' thumbnails as object URLs, one per row: made only when the thumbs trait is a new array (a hit's row keeps
@@ -215,18 +216,28 @@ function render({ model, el }) {
     root.dataset.answered = String(answered);
     model.send({ type: "latency", ms });
   });
-  let timer = null;
+  // Latest-only sending: a short pause after a keystroke sends the box's text, unless the kernel is still answering an
+  // earlier query; then the text waits and goes the moment that answer lands (no queue of stale queries builds up
+  // behind a slow one). A query unanswered after STUCK_MS (a kernel error) no longer holds the next one back.
+  let timer = null, inFlight = null, inFlightSince = 0, waiting = false;
+  const send = () => {
+    seq += 1;
+    awaiting = seq; inFlight = seq; inFlightSince = performance.now(); waiting = false;
+    model.set("query_seq", seq);
+    model.set("query", box.value);
+    model.save_changes();
+  };
+  const busy = () => inFlight !== null && performance.now() - inFlightSince < STUCK_MS;
   box.addEventListener("input", () => {
     keyTime = performance.now();
     awaiting = null;
     clearTimeout(timer);
-    timer = setTimeout(() => {
-      seq += 1;
-      awaiting = seq;
-      model.set("query_seq", seq);
-      model.set("query", box.value);
-      model.save_changes();
-    }, DEBOUNCE_MS);
+    timer = setTimeout(() => { if (busy()) waiting = true; else send(); }, DEBOUNCE_MS);
+  });
+  model.on("change:answered_seq", () => {
+    if (inFlight === null || model.get("answered_seq") < inFlight) return;
+    inFlight = null;
+    if (waiting) send();
   });
   root.append(h("style", { text: CS_CSS }), h("div", { class: "saew-row" }, box), chips, filters, notes, error, status,
     h("div", { class: "saew-row", style: "align-items:flex-start;flex-wrap:nowrap;margin-top:6px" }, facets.node, grid.node, side.node),

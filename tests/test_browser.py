@@ -335,6 +335,11 @@ def _edit_label_with_html(page, dialogs: list) -> None:
 
 def _shots(page, theme: str, shots: Path) -> None:
     shots.mkdir(parents=True, exist_ok=True)
+    panel = page.locator("[data-widget=failure-explorer]")
+    if theme == "light" and panel.locator(".saew-slices > div").count():  # a slice selected: its table shows
+        panel.locator(".saew-slices > div").first.click()
+        panel.locator(".saew-selection-title").wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
     for name, sel in [("feature-browser", "[data-widget=feature-browser]"), ("concept-search", "[data-widget=concept-search]"),
                       ("failure-explorer", ".widget-hbox:has([data-widget=failure-explorer])")]:
         el = page.locator(sel).first

@@ -70,7 +70,8 @@ def test_item_details_and_the_item_message(wb):
     meta = wb.meta.iloc[top["row"]]
     assert d["row"] == top["row"] and d["id"] == top["id"] == str(meta["id"])
     assert set(d["metadata"]) == set(wb.meta.columns) - {"id"} and len(d["metadata"]) > 1
-    assert d["metadata"] == {c: "" if pd.isna(v) else str(v) for c, v in meta.items() if c != "id"}
+    shown = {c: "" if pd.isna(v) else f"{v:.6g}" if isinstance(v, float) else str(v) for c, v in meta.items() if c != "id"}
+    assert d["metadata"] == shown and any("." in x for x in shown.values())  # floats to 6 significant digits
     strongest = wb.item_features(top["row"], 8)
     assert [c["feature"] for c in d["concepts"]] == strongest["feature"].tolist() and f in [c["feature"] for c in d["concepts"]]
     labels = wb.labels.mapping()

@@ -20,9 +20,11 @@ EVENTS = ("feature", "add_concept", "rows")
 
 
 def _text(v: object) -> str:
-    """A metadata value as text ("" when missing)."""
+    """A metadata value as text ("" when missing; a float to 6 significant digits, not 0.26620335068952744)."""
     if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return ""
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
     return str(v)
 
 

@@ -374,7 +374,8 @@ def test_add_selection_slice_lists_exactly_the_rows_and_is_never_validated(repor
 def test_failure_explorer_fills_the_width_and_keeps_the_legend_off_the_points(wb, report):
     from sae.errors import SaeError
     from sae.widgets import FailureExplorer
-    from sae.widgets.failure_explorer import LEGEND_PAD_PX, LEGEND_ROW_PX, PANEL_PX
+    from sae.widgets.explorer_map import LEGEND_PAD_PX, LEGEND_ROW_PX
+    from sae.widgets.failure_explorer import PANEL_PX
 
     fe = FailureExplorer(report, wb)
     assert fe.scatter.height() == fe.panel.height == 560 and fe.scatter.width() == "auto"
@@ -529,3 +530,25 @@ def test_widget_and_figure_show_the_same_evidence(wb, report):
     for s in report.slices:
         ex.select_slice(s.id)
         assert sorted(ex.selection.tolist()) == sorted(slice_members(report, s.id)["row"].tolist())
+
+
+def test_a_tall_legend_goes_beside_the_points_with_short_labels(wb, report, monkeypatch):
+    """With more legend values than fit in a band above the points (the full demo's 19 validated slices), the legend
+    moves right of them: the x domain keeps its band free, its labels are cut to "slice 12"; before, the band was
+    capped and the legend covered points."""
+    from sae.widgets import FailureExplorer
+    from sae.widgets.explorer_map import NARROWEST_MAP_PX, SIDE_LEGEND_PX, legend_on_top, legend_scales
+
+    x, y = np.array([0.0, 1.0]), np.array([0.0, 2.0])
+    assert legend_on_top(3, 560) and not legend_on_top(21, 560)
+    (x0, x1), (y0, y1) = legend_scales(x, y, 21, 560)
+    assert (1.0 - x0) / (x1 - x0) <= 1 - SIDE_LEGEND_PX / NARROWEST_MAP_PX + 1e-9 and y1 < 2.2  # points left of the band
+    (x0, x1), (y0, y1) = legend_scales(x, y, 3, 560)
+    assert x1 < 1.1 and (2.0 - y0) / (y1 - y0) < 0.9  # a short legend: above the points
+    monkeypatch.setattr("sae.widgets.explorer_map.TOP_BAND_MAX", 0.05)  # the small demo's few slices, as if they were many
+    fe = FailureExplorer(report, wb)
+    legend = fe.scatter.widget.legend_encoding["color"]["values"]
+    names = [name for name, _, _ in legend]
+    assert all(n in ("passing", "failing") or (n.split(" ")[0] == "slice" and ":" not in n) for n in names)
+    xs = np.asarray(fe.scatter.widget.points)[:, 0]
+    assert xs.max() <= 1 - 2 * SIDE_LEGEND_PX / NARROWEST_MAP_PX + 1e-6

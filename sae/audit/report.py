@@ -103,7 +103,8 @@ class AuditReport:
         n_enriched, n_slices = int((self.concepts["q"] < self.config.alpha).sum()), len(self.slices)
         return (f"{self.signal.source}: {int(self.signal.failed.sum()):,} of {len(self.signal.failed):,} items fail "
                 f"({self.signal.rate:.1%}); {n_enriched} concept{'' if n_enriched == 1 else 's'} enriched (q < {self.config.alpha}); "
-                f"{n_slices} slice{'' if n_slices == 1 else 's'}, {v} validated on held-out items; {self.info.get('unexplained', 0)} failing discovery items unexplained"
+                f"{n_slices} slice{'' if n_slices == 1 else 's'}, {v} validated on held-out items; "
+                f"{self.info.get('unexplained', 0)} failing discovery items unexplained"
                 + "".join(f"; {x}" for x in (self.info.get("min_slice_size_note"), self.info.get("why_no_slices")) if x))
 
     def _repr_html_(self) -> str:

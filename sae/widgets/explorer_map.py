@@ -130,3 +130,27 @@ def numeric_colors(values: np.ndarray, variable: str) -> tuple[dict, int]:
     hi = hi if hi > lo else lo + 1.0
     values = np.where(np.isfinite(values), values, lo)
     return {"by": values, "map": NUMERIC_MAP, "norm": (lo, hi), "labeling": {"variable": variable}}, LEGEND_STEPS
+
+
+LEGEND_ROW_PX, LEGEND_PAD_PX = 16, 14
+"""The height of one legend row (and the legend's title and padding) at jscatter's small legend size."""
+TOP_BAND_MAX = 0.35
+"""The legend sits in a free band above the points while that band is at most this share of the map's height ..."""
+SIDE_LEGEND_PX, NARROWEST_MAP_PX = 110, 600
+"""... else in a free band right of them, this wide (its labels cut to ``slice 12``) on a map at least this wide."""
+
+
+def legend_on_top(entries: int, height: int) -> bool:
+    """Whether a legend of ``entries`` values (plus its title) fits in a band above the points."""
+    return ((1 + entries) * LEGEND_ROW_PX + LEGEND_PAD_PX) / height <= TOP_BAND_MAX
+
+
+def legend_scales(x, y, entries: int, height: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The x and y domains that keep the legend's band (above the points, or right of them when it would be too tall
+    there) free of points: the domain grows by the band's share, so the points keep to the rest of the map."""
+    (xlo, xhi), (ylo, yhi) = padded(x), padded(y)
+    if legend_on_top(entries, height):
+        band = ((1 + entries) * LEGEND_ROW_PX + LEGEND_PAD_PX) / height
+        return (xlo, xhi), (ylo, ylo + (yhi - ylo) / (1 - band))
+    side = SIDE_LEGEND_PX / NARROWEST_MAP_PX
+    return (xlo, xlo + (xhi - xlo) / (1 - side)), (ylo, yhi)

@@ -24,7 +24,7 @@ from sae.errors import SaeError
 from sae.views import FAILING, PASSING, slice_members, slice_points, status_colors
 from sae.widgets import explorer_map
 from sae.widgets._base import View, asset
-from sae.widgets.explorer_map import numeric_colors, padded
+from sae.widgets.explorer_map import legend_on_top, legend_scales, numeric_colors
 from sae.widgets.fallback import StaticFallback
 from sae.widgets.feature_browser import records
 from sae.widgets.items import ItemViewing
@@ -39,7 +39,6 @@ MAX_CATEGORIES = 8
 CATEGORY_PALETTE = ("#56b4e9", "#e69f00", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#8c564b")
 """Okabe-Ito (black swapped for brown, which stays visible on the dark theme); ``other`` is grey."""
 OTHER_COLOR, MISSING = "#bbbbbb", "(missing)"
-LEGEND_ROW_PX, LEGEND_PAD_PX = 16, 14
 """Height of a legend row (jscatter's small legend: 10 px text, 16 px leaves room for a tall line height), the legend's
 margin and padding (numeric colourings and the points' margin: :mod:`sae.widgets.explorer_map`)."""
 FEATURE = re.compile(r"^\s*(?:feature\s*)?#?\s*(\d+)\s*$", re.IGNORECASE)
@@ -134,7 +133,8 @@ class FailureExplorer(StaticFallback, ipywidgets.VBox):
         frame = pd.DataFrame({"x": report.map["x"].to_numpy(), "y": report.map["y"].to_numpy(), "status": status, "id": report.ids})
         self.preview = explorer_map.preview_kind(self.wb, len(frame))  # tooltips: "image", "text" or None (id, status)
         frame[explorer_map.PREVIEW] = explorer_map.preview_values(self.wb, len(frame), self.preview)
-        self.scatter = jscatter.Scatter(data=frame, x="x", y="y", x_scale=padded(frame["x"]), y_scale=self._y_scale(len(cmap)),
+        x_scale, y_scale = self._scales(len(cmap))
+        self.scatter = jscatter.Scatter(data=frame, x="x", y="y", x_scale=x_scale, y_scale=y_scale,
                                         color_by="status", color_map=cmap, width="auto", height=self.height, axes=False,
                                         legend=True, legend_position="top-right", legend_size="small", size=4,
                                         tooltip=True, tooltip_properties=["color", "status", "id"],
@@ -320,7 +320,11 @@ class FailureExplorer(StaticFallback, ipywidgets.VBox):
         colors = status_colors(self.report)  # a slice has one colour everywhere
         present = set(self.status)
         cmap = {c: colors[c] for c in colors if c in (PASSING, FAILING) or c in present}
-        return pd.Categorical(self.status.to_numpy(), categories=list(cmap)), cmap
+        if legend_on_top(len(cmap), self.height):
+            return pd.Categorical(self.status.to_numpy(), categories=list(cmap)), cmap
+        short = {c: c.split(":")[0] for c in cmap}  # a legend beside the points: "slice 12" (the panel lists the names)
+        status = pd.Categorical(self.status.map(short).to_numpy(), categories=list(short.values()))
+        return status, {short[c]: v for c, v in cmap.items()}
 
     def _column_spec(self, column: str) -> tuple[dict, int]:
         """The colour encoding of a metadata column (categorical or numeric) and its number of legend entries."""
@@ -340,15 +344,13 @@ class FailureExplorer(StaticFallback, ipywidgets.VBox):
             self.scatter.color(**spec)
             return
         self.scatter.color(**spec, skip_widget_update=True)
-        self.scatter.y(scale=self._y_scale(entries), animate=False)
+        x_scale, y_scale = self._scales(entries)
+        self.scatter.xy(x_scale=x_scale, y_scale=y_scale, animate=False)
         self._legend_rows = 1 + entries
 
-    def _y_scale(self, entries: int) -> tuple[float, float]:
-        """The y domain that keeps a band above the points free for a legend of ``entries`` values (plus its title)."""
-        y = np.asarray(self.report.map["y"], np.float64)
-        band = min(0.45, ((1 + entries) * LEGEND_ROW_PX + LEGEND_PAD_PX) / self.height)
-        lo, hi = padded(y)
-        return lo, lo + (hi - lo) / (1 - band)
+    def _scales(self, entries: int) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The map's domains keeping the band of a legend of ``entries`` values free (see :func:`legend_scales`)."""
+        return legend_scales(self.report.map["x"], self.report.map["y"], entries, self.height)
 
     def _on_lasso(self, change) -> None:
         rows = np.asarray(change["new"] if change["new"] is not None else [], dtype=np.int64)

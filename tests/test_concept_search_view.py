@@ -166,10 +166,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   out.sentEmpty = [state.query, state.query_seq];
   box.value = "axial"; box.fire("input");  // typing resumes; the emptied box's answer arrives during the debounce
   message({ answered_seq: 1, hits: [] });
+  await sleep(1);
   out.latencyForStaleAnswer = latencies();
   await sleep(200);
   out.sentTyped = [state.query, state.query_seq];
   message({ answered_seq: 2, hits: [] });
+  await sleep(1);
   out.latencyForAnswer = latencies();
   out.answered = root.dataset.answered;
   box.value = "b"; box.fire("input"); await sleep(100);  // sent (3) and in flight ...

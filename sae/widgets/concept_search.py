@@ -96,7 +96,7 @@ class ConceptSearch(ItemViewing, View):
         """The filters shown (the plan's; kept through a refused query text for the next one)."""
         self._facet_cols: dict[str, tuple[np.ndarray, list]] | None = None
         self._plans: OrderedDict[str, tuple[object, QueryPlan]] = OrderedDict()
-        self.observe(lambda ch: self._quiet or self.guard(self._synced, self.search, ch["new"]), names="query")
+        self.observe(lambda ch: self._quiet or self._typed(ch["new"]), names="query")
         self.observe(lambda ch: self.guard(self._explain, ch["new"]), names="selected_row")
         self.observe(lambda _: self.guard(self._synced, self._run), names="top")
         workbench.on("add_concept", self._linked_concept)
@@ -297,6 +297,12 @@ class ConceptSearch(ItemViewing, View):
                 f"<div>{html.escape(self.status)}</div>{html_table(hits, raw=('preview',))}</div>")
 
     # -- messages from the view ----------------------------------------------------------------
+    def _typed(self, query: str) -> None:
+        """The view sent a query: search it. The view waits for ``answered_seq`` before sending the next text, so a
+        search that fails unexpectedly still answers (its error is shown)."""
+        if not self.guard(self._synced, self.search, query):
+            self.answered_seq = self.query_seq
+
     def _linked_concept(self, payload: dict) -> None:
         """``add_concept`` from a linked widget: add the feature (negated when asked) to the plan."""
         self.guard(self._synced, self.add_concept, payload["feature"], payload.get("negated", False))

@@ -205,9 +205,16 @@ function render({ model, el }) {
   const viewer = itemViewer(model, root);
   const side = hitSide(model);
   // once the grid shows the answer to the query sent after the last keystroke: report the keystroke-to-grid latency
-  // (an earlier query's answer arriving during the debounce, e.g. the emptied box's, is not it)
+  // (an earlier query's answer arriving during the debounce, e.g. the emptied box's, is not it). Checked in a microtask:
+  // one answer changes several traits, and "answered_seq" may fire before "hits" has redrawn the grid.
+  let checking = false;
   const grid = hitGrid(model, viewer, () => {
     status.textContent = model.get("status");
+    if (checking) return;
+    checking = true;
+    queueMicrotask(() => { checking = false; reportLatency(); });
+  });
+  function reportLatency() {
     const answered = model.get("answered_seq");
     if (keyTime === null || awaiting === null || answered !== awaiting) return;
     const ms = performance.now() - keyTime;
@@ -215,12 +222,17 @@ function render({ model, el }) {
     root.dataset.latency = ms.toFixed(1);
     root.dataset.answered = String(answered);
     model.send({ type: "latency", ms });
-  });
+  }
   // Latest-only sending: a short pause after a keystroke sends the box's text, unless the kernel is still answering an
   // earlier query; then the text waits and goes the moment that answer lands (no queue of stale queries builds up
   // behind a slow one). A query unanswered after STUCK_MS (a kernel error) no longer holds the next one back.
   let timer = null, inFlight = null, inFlightSince = 0, waiting = false;
   const send = () => {
+    if (box.value === model.get("query")) {  // the grid already answers this text (the kernel would not answer again)
+      waiting = false; inFlight = null; awaiting = model.get("answered_seq");
+      reportLatency();
+      return;
+    }
     seq += 1;
     awaiting = seq; inFlight = seq; inFlightSince = performance.now(); waiting = false;
     model.set("query_seq", seq);
@@ -232,7 +244,11 @@ function render({ model, el }) {
     keyTime = performance.now();
     awaiting = null;
     clearTimeout(timer);
-    timer = setTimeout(() => { if (busy()) waiting = true; else send(); }, DEBOUNCE_MS);
+    timer = setTimeout(() => {
+      if (!busy()) { send(); return; }
+      waiting = true;
+      timer = setTimeout(() => { if (waiting) send(); }, STUCK_MS);  // the earlier query never answered: send anyway
+    }, DEBOUNCE_MS);
   });
   model.on("change:answered_seq", () => {
     if (inFlight === null || model.get("answered_seq") < inFlight) return;

@@ -446,7 +446,7 @@ def _reload(page, lab, shot: str) -> dict:
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_timeout(9000)  # the widget manager restores (or gives up), and a restored view waits 5 s for the kernel
     found = page.evaluate(REOPENED)
-    first = page.locator(".saew-fallback:visible, [data-widget=concept-search]:visible").first  # the first view: its copy, or itself
+    first = page.locator(".saew-fallback:visible, [data-role=dead-hint]:visible").first  # the first view's copy, or its banner
     if first.count():
         first.scroll_into_view_if_needed()
         page.wait_for_timeout(500)

@@ -228,6 +228,9 @@ class FailureExplorer(StaticFallback, ipywidgets.VBox):
     def set_theme(self, dark: bool) -> None:
         """Map background to match JupyterLab's theme (the panel follows it by itself; the WebGL map needs telling)."""
         self.scatter.background(color="#111111" if dark else "#ffffff")
+        if not self.scatter.widget.axes:  # jscatter 1.0 draws axes when their colour changes, even with axes off:
+            self.scatter.widget.axes = True  # so switch them on and off again (the view removes them)
+            self.scatter.widget.axes = False
 
     def export_queue(self, path: str | Path | None = None) -> Path:
         """Write the look-alike queue as CSV (default: next to the saved audit) and return the path."""

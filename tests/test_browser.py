@@ -390,12 +390,17 @@ def test_quickstart_in_jupyterlab(lab):
         page = browser.new_page(viewport={"width": 1500, "height": 2000})
         dialogs: list = []
         page.on("dialog", _on_dialog(dialogs))
+        blob_errors: list = []  # each query used to log ~24 failed loads of revoked thumbnail URLs
+        page.on("console", lambda m: blob_errors.append(m.text) if m.type == "error" and "blob:" in m.text else None)
+        page.on("requestfailed", lambda r: blob_errors.append(r.url) if r.url.startswith("blob:") else None)
         t0 = time.time()
         _run_notebook(page, lab)
         run_s = time.time() - t0
         latencies = _type_queries(page)
+        assert not blob_errors, blob_errors[:5]
         excluded = _exclude_from_browser(page)
         refused = _refusal(page)
+        blob_at = {"search": len(blob_errors)}
         layout = _map_layout(page)
         assert layout["map_width"] > 0.6 * layout["output_width"], layout  # the map fills the width left of the panel ...
         assert layout["map_width"] >= layout["output_width"] - layout["panel_width"] - 48, layout  # ... but jscatter's toolbar
@@ -407,20 +412,25 @@ def test_quickstart_in_jupyterlab(lab):
         selected = _lasso(page)
         assert "items selected" in selected and int(selected.split()[0]) > 0
         explorer = _export_and_add_slice(page, int(selected.split()[0]))
+        blob_at["explorer"] = len(blob_errors)
         viewer = _item_viewer(page, lab["shots"])
         label_save_s = _edit_label_with_html(page, dialogs)
+        blob_at["browser"] = len(blob_errors)
         _shots(page, "light", lab["shots"])
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
         page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
         page.wait_for_timeout(1000)
         _shots(page, "dark", lab["shots"])
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+        blob_at["themes"] = len(blob_errors)
+        assert not blob_errors, (blob_at, blob_errors[:4])  # no view loads a thumbnail URL it already revoked
         reopened = _save_and_reopen(page, lab)
         browser.close()
     lat = sorted(latencies)
     report = {"queries": QUERIES, "latency_ms": latencies, "p50_ms": lat[len(lat) // 2], "max_ms": lat[-1],
               "notebook_run_s": round(run_s, 1), "lasso": selected, "reopened": reopened, "full_demo": lab["full"],
               "exclude_in_search": excluded, "refusal": refused, **viewer, "label_save_s": label_save_s,
+              "blob_url_errors": len(blob_errors), "blob_url_errors_by_step": blob_at, "blob_url_error_examples": blob_errors[:4],
               "map_layout_px": layout, "map_share_of_output": round(layout["map_width"] / layout["output_width"], 3), **explorer}
     (lab["shots"] / "browser-test.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))

@@ -67,3 +67,13 @@ def test_image_helpers():
     assert thumbnail(np.zeros((30, 40, 3), np.uint8), 8).shape == (8, 8, 3)
     with pytest.raises(SaeError):
         to_rgb_uint8(np.zeros((2, 2, 2, 2)))
+
+
+def test_loading_the_text_encoder_draws_no_progress_bar(capfd):
+    """transformers' "Loading weights" bar appeared in every notebook that plans a query; it is turned off while the
+    model loads, and back on after (other transformers users keep theirs)."""
+    from transformers.utils import logging as hf_logging
+
+    MiniLMEncoder()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

@@ -96,7 +96,7 @@ class ConceptSearch(ItemViewing, View):
         """The filters shown (the plan's; kept through a refused query text for the next one)."""
         self._facet_cols: dict[str, tuple[np.ndarray, list]] | None = None
         self._plans: OrderedDict[str, tuple[object, QueryPlan]] = OrderedDict()
-        self.observe(lambda ch: self._quiet or self._typed(ch["new"]), names="query")
+        self.observe(lambda ch: None if self._quiet else self._typed(ch["new"]), names="query")
         self.observe(lambda ch: self.guard(self._explain, ch["new"]), names="selected_row")
         self.observe(lambda _: self.guard(self._synced, self._run), names="top")
         workbench.on("add_concept", self._linked_concept)

@@ -17,9 +17,13 @@ function h(tag, props, ...children) {
   return node;
 }
 
-// PNG thumbnails arrive as binary buffers (DataView); each becomes an object URL, revoked on redraw.
+// PNG thumbnails arrive as binary buffers (DataView); each becomes an object URL. The previous set is revoked a while
+// after the redraw that replaced it, not at once: an <img> still loading one (a lazy image, one of a draw replaced by
+// the next trait of the same answer, the item viewer's) would fail ("blob: ... ERR_FILE_NOT_FOUND" in the console).
+const REVOKE_AFTER_MS = 30000;
 function imageUrls(views, previous) {
-  for (const u of previous || []) URL.revokeObjectURL(u);
+  const old = previous || [];
+  if (old.length) setTimeout(() => { for (const u of old) URL.revokeObjectURL(u); }, REVOKE_AFTER_MS);
   return (views || []).map((v) => (v && v.byteLength ? URL.createObjectURL(new Blob([v], { type: "image/png" })) : ""));
 }
 

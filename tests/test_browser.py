@@ -140,16 +140,9 @@ def _run_notebook(page, lab) -> None:
 def _type_queries(page) -> list[float]:
     """Type each query (30 ms per key, like a fast typist); the view records last keystroke -> grid drawn."""
     search = page.locator("[data-widget=concept-search]").first
-    box = search.locator("input.saew-query")
     latencies = []
     for q in QUERIES:
-        search.evaluate("el => { el.dataset.latency = ''; }")
-        box.click()
-        box.press("Control+a")
-        box.press("Backspace")
-        box.press_sequentially(q, delay=30)
-        page.wait_for_function("el => el.dataset.latency !== ''", arg=search.element_handle(), timeout=60_000)
-        latencies.append(float(search.get_attribute("data-latency")))
+        latencies.append(_type(page, q, delay=30))
         assert search.locator(".saew-hit").count() > 0 or search.locator(".saew-error").inner_text()
     assert search.locator(".saew-chip").count() > 0
     return latencies
@@ -175,16 +168,23 @@ def _lasso(page) -> str:
 EXPLORER = ".widget-hbox:has([data-widget=failure-explorer])"
 
 
-def _retype(page, query: str) -> None:
+def _type(page, query: str, delay: int) -> float:
+    """Empty ConceptSearch's box and type ``query`` (``delay`` ms per key); the keystroke-to-grid latency the view measured."""
     search = page.locator("[data-widget=concept-search]").first
     box = search.locator("input.saew-query")
     search.evaluate("el => { el.dataset.latency = ''; }")
     box.click()
     box.press("Control+a")
     box.press("Backspace")
-    box.press_sequentially(query, delay=10)
+    box.press_sequentially(query, delay=delay)
     page.wait_for_function("el => el.dataset.latency !== ''", arg=search.element_handle(), timeout=60_000)
-    _settle(search)
+    return float(search.get_attribute("data-latency"))  # type: ignore[arg-type]  # set: waited for above
+
+
+def _retype(page, query: str) -> None:
+    """Type a query quickly and wait until the view has settled (a step before the next one)."""
+    _type(page, query, delay=10)
+    _settle(page.locator("[data-widget=concept-search]").first)
 
 
 SETTLE = """(el) => new Promise((done) => {  // resolves once the view has not changed for 500 ms (at most 10 s)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import labeled_copy
+from tests.fake_dom import FAKE_DOM
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -137,27 +138,7 @@ def test_item_viewer_in_the_panel(wb, fe):
     assert "unknown item row" in fe.panel.error and fe.panel.item == {}
 
 
-PRELUDE = r"""
-class Node {
-  constructor(tag) {
-    this.tag = tag; this.children = []; this.attrs = {}; this.listeners = {}; this.text = ""; this.style = {};
-    this.scrollTop = 0; this.hidden = false; this.disabled = false; this.value = "";
-  }
-  setAttribute(k, v) { this.attrs[k] = String(v); if (k === "hidden") this.hidden = true; }
-  append(...cs) { for (const c of cs) this.children.push(c instanceof Node ? c : document.createTextNode(String(c))); }
-  prepend(...cs) { this.children.unshift(...cs); }
-  replaceChildren(...cs) { this.children = []; this.append(...cs); }
-  addEventListener(k, f) { (this.listeners[k] = this.listeners[k] || []).push(f); }
-  fire(k, e = {}) { for (const f of this.listeners[k] || []) f({ target: this, stopPropagation() {}, preventDefault() {}, ...e }); }
-  focus() {}
-  set textContent(v) { this.text = String(v); this.children = []; }
-  get textContent() { return this.text + this.children.map((c) => c.textContent).join(""); }
-  all(pred) { const out = pred(this) ? [this] : []; for (const c of this.children) out.push(...c.all(pred)); return out; }
-}
-globalThis.Node = Node;
-globalThis.document = { createElement: (t) => new Node(t), createElementNS: (_, t) => new Node(t),
-  createTextNode: (s) => { const n = new Node("#text"); n.text = s; return n; }, body: { dataset: {} } };
-globalThis.MutationObserver = class { observe() {} disconnect() {} };
+PRELUDE = FAKE_DOM + r"""
 let nUrl = 0;
 globalThis.URL.createObjectURL = () => "blob:" + (nUrl += 1);
 globalThis.URL.revokeObjectURL = () => {};

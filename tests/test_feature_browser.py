@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import labeled_copy
+from tests.fake_dom import FAKE_DOM
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -123,25 +124,7 @@ def test_static_source_of_the_fixes():
     assert "innerHTML" not in js + common
 
 
-HARNESS = r"""
-class Node {
-  constructor(tag) {
-    this.tag = tag; this.children = []; this.attrs = {}; this.listeners = {}; this.text = "";
-    this.scrollTop = 0; this.hidden = false; this.disabled = false;
-  }
-  setAttribute(k, v) { this.attrs[k] = String(v); if (k === "hidden") this.hidden = true; }
-  append(...cs) { for (const c of cs) this.children.push(c instanceof Node ? c : document.createTextNode(String(c))); }
-  replaceChildren(...cs) { this.children = []; this.append(...cs); }
-  addEventListener(k, f) { (this.listeners[k] = this.listeners[k] || []).push(f); }
-  fire(k, e = {}) { for (const f of this.listeners[k] || []) f({ target: this, stopPropagation() {}, preventDefault() {}, ...e }); }
-  focus() {}
-  set textContent(v) { this.text = String(v); this.children = []; }
-  get textContent() { return this.text + this.children.map((c) => c.textContent).join(""); }
-  all(pred) { const out = pred(this) ? [this] : []; for (const c of this.children) out.push(...c.all(pred)); return out; }
-}
-globalThis.Node = Node;
-globalThis.document = { createElement: (t) => new Node(t), createElementNS: (_, t) => new Node(t),
-  createTextNode: (s) => { const n = new Node("#text"); n.text = s; return n; } };
+HARNESS = FAKE_DOM + r"""
 const state = %(state)s;
 const handlers = {}, sent = [];
 const model = { get: (k) => state[k], set: (k, v) => { state[k] = v; }, save_changes() {}, send: (m) => sent.push(m),

@@ -94,7 +94,6 @@ class ConceptSearch(ItemViewing, View):
         self._quiet = False
         self._filters: tuple = ()
         """The filters shown (the plan's; kept through a refused query text for the next one)."""
-        self._facet_cols: dict[str, tuple[np.ndarray, list]] | None = None
         self._plans: OrderedDict[str, tuple[object, QueryPlan]] = OrderedDict()
         self.observe(lambda ch: None if self._quiet else self._typed(ch["new"]), names="query")
         self.observe(lambda ch: self.guard(self._explain, ch["new"]), names="selected_row")
@@ -234,16 +233,15 @@ class ConceptSearch(ItemViewing, View):
         if self.selected_row not in set(rows.tolist()):
             self.selected_row = -1
 
-    def _facet_columns(self) -> dict[str, tuple[np.ndarray, list]]:
+    @functools.cached_property
+    def _facet_cols(self) -> dict[str, tuple[np.ndarray, list]]:
         """The workbench's facet columns (:func:`facet_columns`), factorized on first use."""
-        if self._facet_cols is None:
-            self._facet_cols = facet_columns(self.wb.meta)
-        return self._facet_cols
+        return facet_columns(self.wb.meta)
 
     def _facets_of(self, plan: QueryPlan) -> list[dict]:
         """Per facet column, how many items ``plan`` matches (score > 0, under its filters) have each value, most
         first; ``active`` marks a value the plan filters on (``==``). One scoring pass and a bincount per column."""
-        if not self._facet_columns():
+        if not self._facet_cols:
             return []
         try:
             allowed = filter_mask(self.wb.meta, plan.filters) if plan.filters else None
@@ -253,7 +251,7 @@ class ConceptSearch(ItemViewing, View):
         matched = scored.rows[scored.score > 0]
         chosen = {(str(c), _clean(v)) for c, op, v in plan.filters if op == "==" and isinstance(v, (str, int, float, np.generic))}
         out = []
-        for col, (codes, values) in self._facet_columns().items():
+        for col, (codes, values) in self._facet_cols.items():
             at = codes[matched]
             counts = np.bincount(at[at >= 0], minlength=len(values))
             order = sorted(range(len(values)), key=lambda j: (-counts[j], str(values[j])))
@@ -364,8 +362,8 @@ class ConceptSearch(ItemViewing, View):
     def _on_facet(self, msg: dict) -> None:
         """A facet value clicked: filter the plan on ``column == value`` (a value already filtered on is kept once)."""
         col, value = str(msg.get("column", "")), msg.get("value")
-        if col not in self._facet_columns():
-            raise SaeError(f"{col!r} is not a facet column; they are {sorted(self._facet_columns())}")
+        if col not in self._facet_cols:
+            raise SaeError(f"{col!r} is not a facet column; they are {sorted(self._facet_cols)}")
         self._edit(lambda p: p if (col, "==", value) in p.filters else p.where(col, "==", value))
 
     def _on_unfilter(self, msg: dict) -> None:
